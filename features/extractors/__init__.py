@@ -1,0 +1,1 @@
+"""features.extractors package."""

@@ -1,0 +1,1 @@
+"""stan_head.evaluation package."""
