@@ -1,0 +1,139 @@
+"""The contract every head follows: configuration, output record and shared attention helpers.
+
+All heads (``stan``, ``late_fusion``, ``ave_att``) take the same inputs and return the same
+:class:`HeadOutput`, so the trainer, the explainer and the evaluation code never special-case
+a model. Shapes use B = batch, T = segments, H×W = spatial grid of the visual feature map,
+Cv / Ca = visual / audio channels, K = classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+ModelName = Literal["stan", "late_fusion", "ave_att"]
+
+
+class HeadOptions(BaseModel):
+    """Architecture hyper-parameters a user chooses (the input sizes come from the store).
+
+    ``d_model`` is the width both modalities are projected to; ``attn_dim`` the hidden width of
+    the additive (tanh) attention scorers; ``hidden_dim`` the classifier MLP width;
+    ``lstm_hidden`` the per-direction BiLSTM width of ``ave_att``; ``segment_head`` adds the
+    per-segment classifier with a background class (K + 1 outputs).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    d_model: int = Field(128, ge=1)
+    attn_dim: int = Field(64, ge=1)
+    hidden_dim: int = Field(128, ge=1)
+    lstm_hidden: int = Field(64, ge=1)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    segment_head: bool = False
+
+
+class HeadConfig(HeadOptions):
+    """Everything :func:`stan_head.models.build_head` needs: the model name, options and input sizes."""
+
+    model: ModelName = "stan"
+    num_classes: int = Field(..., ge=1)
+    visual_dim: int = Field(..., ge=1)
+    audio_dim: int = Field(..., ge=1)
+
+    @classmethod
+    def from_options(
+        cls, model: ModelName, options: HeadOptions, *, num_classes: int, visual_dim: int, audio_dim: int
+    ) -> "HeadConfig":
+        """Combine user options with the sizes read from a feature store."""
+        return cls(
+            model=model, num_classes=num_classes, visual_dim=visual_dim, audio_dim=audio_dim, **options.model_dump()
+        )
+
+
+@dataclass
+class HeadOutput:
+    """What every head returns for a batch.
+
+    logits:          (B, K) video-level class scores.
+    alpha:           (B, T, H, W) spatial attention; sums to 1 over H·W for every t (uniform where
+                     the head has no spatial attention or the segment is masked).
+    beta_a, beta_v:  (B, T) temporal attention for audio / vision; sums to 1 over the valid
+                     segments, exactly 0 on masked segments.
+    segment_logits:  (B, T, K + 1) per-segment scores (index K = background) when the head has
+                     ``segment_head=True``, else None.
+    """
+
+    logits: torch.Tensor
+    alpha: torch.Tensor
+    beta_a: torch.Tensor
+    beta_v: torch.Tensor
+    segment_logits: torch.Tensor | None = None
+
+
+class Head(nn.Module):
+    """Base class of the heads: ``forward(visual, audio, segment_mask) -> HeadOutput``.
+
+    visual: float (B, T, H, W, Cv); audio: float (B, T, Ca); segment_mask: bool (B, T), True
+    where the segment lies inside the clip (padded segments trail the valid ones).
+    """
+
+    config: HeadConfig
+
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor) -> HeadOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def check_inputs(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor) -> None:
+        """Raise a ValueError naming the mismatch when inputs do not fit this head."""
+        if visual.dim() != 5:
+            raise ValueError(f"visual must be (B, T, H, W, Cv), got shape {tuple(visual.shape)}")
+        if audio.dim() != 3:
+            raise ValueError(f"audio must be (B, T, Ca), got shape {tuple(audio.shape)}")
+        b, t = visual.shape[:2]
+        if visual.shape[-1] != self.config.visual_dim:
+            raise ValueError(f"visual has {visual.shape[-1]} channels, the head expects {self.config.visual_dim}")
+        if audio.shape[-1] != self.config.audio_dim:
+            raise ValueError(f"audio has {audio.shape[-1]} channels, the head expects {self.config.audio_dim}")
+        if tuple(audio.shape[:2]) != (b, t) or tuple(segment_mask.shape) != (b, t):
+            raise ValueError(
+                f"batch/segment sizes disagree: visual {tuple(visual.shape[:2])}, audio {tuple(audio.shape[:2])}, "
+                f"segment_mask {tuple(segment_mask.shape)}"
+            )
+        if segment_mask.dtype != torch.bool:
+            raise ValueError(f"segment_mask must be bool, got {segment_mask.dtype}")
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Softmax of ``scores`` over ``dim`` restricted to ``mask`` (True = keep).
+
+    Masked entries get exactly 0; a slice with no True entry gets all zeros (never NaN), and
+    gradients stay finite in both cases.
+    """
+    filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(filled, dim=dim)
+    return weights * mask.to(weights.dtype)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` (B, T, D) over the segments where ``mask`` (B, T) is True -> (B, D)."""
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
+def uniform_temporal(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Uniform temporal attention over the valid segments: (B, T), zeros on masked segments."""
+    m = mask.to(dtype)
+    return m / m.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
+    """Two-layer classifier: Linear -> GELU -> Dropout -> Linear."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))

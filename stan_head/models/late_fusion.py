@@ -1,0 +1,46 @@
+"""Late-fusion baseline: mean-pooled features, no attention.
+
+Visual maps are averaged over H·W and over the valid segments, audio over the valid segments;
+each is projected to d with LayerNorm, concatenated and classified by the same MLP as STAN.
+Its HeadOutput carries uniform α (1/(H·W)) and uniform β over the valid segments, so every
+consumer of explanations can treat it like any other head (it is the "no explanation" floor).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stan_head.models.base import Head, HeadConfig, HeadOutput, masked_mean, mlp, uniform_temporal
+
+
+class LateFusion(Head):
+    """Mean-pool, project, concatenate, classify."""
+
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__(config)
+        d = config.d_model
+        self.proj_v = nn.Sequential(nn.Linear(config.visual_dim, d), nn.LayerNorm(d))
+        self.proj_a = nn.Sequential(nn.Linear(config.audio_dim, d), nn.LayerNorm(d))
+        self.drop = nn.Dropout(config.dropout)
+        self.classifier = mlp(2 * d, config.hidden_dim, config.num_classes, config.dropout)
+        self.segment_classifier = (
+            mlp(2 * d, config.hidden_dim, config.num_classes + 1, config.dropout) if config.segment_head else None
+        )
+
+    def forward(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor) -> HeadOutput:
+        """visual (B,T,H,W,Cv), audio (B,T,Ca), segment_mask bool (B,T) -> HeadOutput."""
+        self.check_inputs(visual, audio, segment_mask)
+        b, t, h, w, _ = visual.shape
+        v_seg = visual.mean(dim=(2, 3))  # (B,T,Cv)
+        z = torch.cat(
+            [self.proj_v(masked_mean(v_seg, segment_mask)), self.proj_a(masked_mean(audio, segment_mask))], dim=-1
+        )
+        logits = self.classifier(self.drop(z))
+        segment_logits = None
+        if self.segment_classifier is not None:
+            per_seg = torch.cat([self.proj_v(v_seg), self.proj_a(audio)], dim=-1)
+            segment_logits = self.segment_classifier(self.drop(per_seg))
+        beta = uniform_temporal(segment_mask, logits.dtype)
+        alpha = torch.full((b, t, h, w), 1.0 / (h * w), dtype=logits.dtype, device=logits.device)
+        return HeadOutput(logits=logits, alpha=alpha, beta_a=beta, beta_v=beta.clone(), segment_logits=segment_logits)
