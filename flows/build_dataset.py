@@ -1,0 +1,74 @@
+"""The ``build-dataset`` flow: a source (synthetic | folder | ave | youtube-csv) → contract 2's
+manifest, by ``pipelines.build.build_dataset``.
+
+Tasks: ``build-dataset`` (retried with exponential backoff when the source downloads: ave,
+youtube-csv; the library's downloads resume, so a retry continues where the last try stopped)
+→ ``publish-dataset-artifacts`` (counts per split and class, failures with their reasons).
+The build is idempotent in the library (same inputs → byte-identical manifest), so it is not
+cached by Prefect (a cached record cannot vouch that the output folder still exists).
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.tasks import exponential_backoff
+
+from flows.artifacts import artifact_key, publish_markdown, publish_table, markdown_table
+from pipelines.build import BuildConfig, BuildSummary, build_dataset
+
+NETWORK_SOURCES = {"ave", "youtube-csv", "youtube_csv"}
+
+
+def _source_kind(config: BuildConfig) -> str:
+    """The source's kind name (its ``kind`` field, else its class name)."""
+    src = config.source
+    return str(getattr(src, "kind", type(src).__name__)).lower()
+
+
+@task(name="build-dataset")
+def build_task(config: BuildConfig) -> BuildSummary:
+    """Run the dataset build; returns the library's small summary record."""
+    summary = build_dataset(config)
+    get_run_logger().info(summary.summary_line())
+    return summary
+
+
+@task(name="publish-dataset-artifacts")
+def publish_dataset_artifacts(summary: BuildSummary) -> None:
+    """Counts per split and class, and the failures, as Prefect artifacts."""
+    key = artifact_key("build-dataset", summary.out)
+    data = summary.model_dump(mode="json")
+    scalars = {k: v for k, v in data.items() if not isinstance(v, (dict, list))}
+    publish_table(key, [scalars], summary.summary_line())
+    parts = [f"# build-dataset\n\n{summary.summary_line()}\n"]
+    for name, value in data.items():
+        if isinstance(value, dict) and value and all(not isinstance(v, (dict, list)) for v in value.values()):
+            parts.append(f"\n## {name}\n\n" + markdown_table([{"name": k, "count": v} for k, v in value.items()]))
+    failure_rows = _failure_rows(summary)
+    parts.append("\n## failures\n\n" + markdown_table(failure_rows))
+    publish_markdown(f"{key}-details", "".join(parts), "counts and failures")
+
+
+def _failure_rows(summary: BuildSummary) -> list[dict]:
+    """Failure rows from the dataset folder's ``failures.parquet`` (empty when none)."""
+    from pipelines.manifest import load_dataset
+
+    try:
+        failures = load_dataset(summary.out).failures
+    except Exception as exc:  # the artifact must not fail the flow
+        return [{"note": f"could not read failures: {exc}"}]
+    if failures is None or len(failures) == 0:
+        return []
+    cols = [c for c in ("relpath", "stage", "error", "message") if c in failures.columns]
+    return failures[cols].astype(str).to_dict("records")
+
+
+@flow(name="build-dataset", log_prints=False)
+def build_dataset_flow(config: BuildConfig) -> BuildSummary:
+    """Build a dataset manifest from ``config.source`` into ``config.out``."""
+    build = build_task
+    if _source_kind(config) in NETWORK_SOURCES or "ave" in _source_kind(config) or "youtube" in _source_kind(config):
+        build = build_task.with_options(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10))
+    summary = build(config)
+    publish_dataset_artifacts(summary)
+    return summary

@@ -1,0 +1,48 @@
+"""The ``explain`` flow: a trained run + any video file → prediction with its where/when evidence.
+
+Tasks: ``explain-video`` (``stan_head.explain.explain_video``) → ``publish-explanation-artifacts``
+(the class and probability; the α overlay grid and the β plot shown and linked).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from prefect import flow, task
+
+from flows._params import build_config
+from flows.artifacts import artifact_key, images_markdown, publish_markdown, publish_table
+from stan_head.explain import ExplainConfig, ExplanationResult, explain_video
+
+
+@task(name="explain-video", retries=1, retry_delay_seconds=5)
+def explain_task(config: ExplainConfig) -> ExplanationResult:
+    """Explain one video; returns the library's small result (class, probability, files)."""
+    return explain_video(config)
+
+
+@task(name="publish-explanation-artifacts")
+def publish_explanation_artifacts(result: ExplanationResult, out: str) -> None:
+    """The prediction as a table; the PNGs written as inline, linked images."""
+    key = artifact_key("explain", out)
+    data = result.model_dump(mode="json")
+    publish_table(key, [{k: v for k, v in data.items() if not isinstance(v, (dict, list))}], f"explain: {out}")
+    images = sorted(Path(out).glob("*.png"))
+    if images:
+        publish_markdown(f"{key}-images", images_markdown(f"where and when ({out})", images), "attention overlays")
+
+
+@flow(name="explain", log_prints=False)
+def explain_flow(
+    run: str,
+    video: str,
+    out: str,
+    mp4: bool = False,
+    device: Optional[Literal["auto", "cpu", "cuda"]] = None,
+) -> ExplanationResult:
+    """Explain the prediction of the trained ``run`` on ``video``; write the files to ``out``."""
+    config = build_config(ExplainConfig, run=run, video=video, out=out, mp4=mp4, device=device)
+    result = explain_task(config)
+    publish_explanation_artifacts(result, out)
+    return result
