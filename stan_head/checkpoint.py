@@ -1,0 +1,218 @@
+"""Run folders: weights as safetensors, everything else as JSON — nothing is unpickled on load.
+
+A run folder holds
+    run.json            the run card (:class:`RunCard`): head config, training config, store-id,
+                        the store card (so ``explain`` can rebuild the frozen extractors), feature
+                        shapes, classes, best epoch and headline metrics;
+    model.safetensors   the best weights (by validation accuracy);
+    last.safetensors    the latest epoch's model + optimizer tensors, with the loop state (epoch,
+                        early-stopping counters, optimizer hyper-parameters) as JSON in the
+                        safetensors metadata — one atomic file, so a crash never leaves a
+                        checkpoint whose halves disagree;
+    metrics.jsonl       one JSON line per epoch (written by the trainer).
+
+:func:`load_run` refuses a run whose store-id or feature shapes differ from the store it is
+used with, naming both, before any tensor is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_save
+
+from pipelines.atomic import atomic_write_bytes, atomic_write_text
+from stan_head.models import Head, HeadConfig, build_head
+
+log = logging.getLogger(__name__)
+
+RUN_CARD = "run.json"
+BEST_WEIGHTS = "model.safetensors"
+LAST_STATE = "last.safetensors"
+METRICS = "metrics.jsonl"
+FORMAT_VERSION = 1
+
+
+class StoreMismatchError(ValueError):
+    """A run is being used with a feature store it was not trained on."""
+
+
+class RunCard(BaseModel):
+    """``run.json``: what was trained, on which store, and how well it did."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    head: HeadConfig
+    train_config: dict[str, Any]
+    store_id: str
+    store_dir: str
+    store_card: dict[str, Any]
+    num_segments: int
+    visual_shape: tuple[int, int, int]  # (H, W, Cv)
+    audio_dim: int
+    classes: list[str]
+    best_epoch: int | None = None
+    metrics: dict[str, float | int | None] = {}
+    code_version: str = ""
+
+    def shapes_line(self) -> str:
+        """Human-readable feature shapes, e.g. 'T=10, visual 7×7×1280, audio 128'."""
+        h, w, c = self.visual_shape
+        return f"T={self.num_segments}, visual {h}×{w}×{c}, audio {self.audio_dim}"
+
+
+@dataclass
+class LoadedRun:
+    """A run folder loaded for inference: its card and the head with the best weights (eval mode)."""
+
+    run_dir: Path
+    card: RunCard
+    head: Head
+
+
+def write_run_card(run_dir: Path, card: RunCard) -> Path:
+    """Write ``run.json`` atomically."""
+    return atomic_write_text(Path(run_dir) / RUN_CARD, card.model_dump_json(indent=2) + "\n")
+
+
+def read_run_card(run_dir: Path) -> RunCard:
+    """Read and validate ``run.json``; a missing or malformed card is a clear error naming the file."""
+    path = Path(run_dir) / RUN_CARD
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no run card — is {run_dir} a run folder written by `wherewhen train`?")
+    try:
+        return RunCard.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a valid run card: {exc}") from exc
+
+
+def _store_shapes(store: Any) -> tuple[int, tuple[int, int, int], int]:
+    card = store.card
+    return int(card.num_segments), tuple(int(x) for x in card.visual_shape), int(card.audio_dim)  # type: ignore[return-value]
+
+
+def check_store(card: RunCard, store: Any, run_dir: Path | str = "run") -> None:
+    """Raise :class:`StoreMismatchError` unless ``store`` (a ``FeatureStore``) is the one the run was trained on.
+
+    Both the store-id and the feature shapes (T, H×W×Cv, Ca) and the class list must match.
+    """
+    t, vshape, adim = _store_shapes(store)
+    store_id = str(store.card.store_id)
+    classes = list(store.card.classes)
+    h, w, c = vshape
+    theirs = f"T={t}, visual {h}×{w}×{c}, audio {adim}"
+    problems = []
+    if store_id != card.store_id:
+        problems.append(f"store-id {card.store_id} (run) ≠ {store_id} (store)")
+    if (t, vshape, adim) != (card.num_segments, tuple(card.visual_shape), card.audio_dim):
+        problems.append(f"feature shapes {card.shapes_line()} (run) ≠ {theirs} (store)")
+    if classes != list(card.classes):
+        problems.append(f"classes {card.classes} (run) ≠ {classes} (store)")
+    if problems:
+        raise StoreMismatchError(
+            f"run {run_dir} was trained on store {card.store_id} ({card.store_dir}, {card.shapes_line()}) and cannot "
+            f"be used with store {store_id} ({getattr(store, 'root', getattr(store, 'path', '?'))}, {theirs}): "
+            + "; ".join(problems)
+        )
+
+
+def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+
+def save_weights(path: Path, head: Head, metadata: dict[str, str] | None = None) -> Path:
+    """Write the head's state dict to ``path`` as safetensors (atomically)."""
+    data = safetensors_save(_contiguous(head.state_dict()), metadata=metadata or {})
+    return atomic_write_bytes(path, data)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    with safe_open(str(path), framework="pt", device="cpu") as fh:
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        metadata = fh.metadata() or {}
+    return tensors, metadata
+
+
+def load_weights(path: Path, head: Head) -> None:
+    """Load safetensors weights into ``head`` (strict: every tensor name and shape must match)."""
+    tensors, _ = _read_safetensors(path)
+    head.load_state_dict(tensors, strict=True)
+
+
+def load_run(run_dir: Path, store: Any | None = None, device: str | torch.device = "cpu") -> LoadedRun:
+    """Load a run folder for inference.
+
+    When ``store`` (a ``features.store.FeatureStore``) is given, the run must have been trained on it:
+    a different store-id, feature shapes or class list raises :class:`StoreMismatchError` naming both.
+    """
+    run_dir = Path(run_dir)
+    card = read_run_card(run_dir)
+    if store is not None:
+        check_store(card, store, run_dir)
+    weights = run_dir / BEST_WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: the run has no best weights yet (training never finished an epoch)")
+    head = build_head(card.head)
+    load_weights(weights, head)
+    head.to(device).eval()
+    return LoadedRun(run_dir=run_dir, card=card, head=head)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training state for resume: model + optimizer tensors, loop state as JSON metadata.
+
+
+def save_training_state(run_dir: Path, head: Head, optimizer: torch.optim.Optimizer, loop_state: dict[str, Any]) -> Path:
+    """Write ``last.safetensors``: model weights, optimizer moments and the JSON loop state, atomically."""
+    tensors = {f"model.{k}": v for k, v in head.state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, state in opt["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    metadata = {
+        "format_version": str(FORMAT_VERSION),
+        "loop_state": json.dumps(loop_state),
+        "param_groups": json.dumps(opt["param_groups"]),
+        "optim_scalars": json.dumps(scalars),
+    }
+    return atomic_write_bytes(Path(run_dir) / LAST_STATE, safetensors_save(_contiguous(tensors), metadata=metadata))
+
+
+def load_training_state(run_dir: Path, head: Head, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """Restore ``last.safetensors`` into ``head`` and ``optimizer``; return the loop state (None if absent)."""
+    path = Path(run_dir) / LAST_STATE
+    if not path.is_file():
+        return None
+    tensors, metadata = _read_safetensors(path)
+    try:
+        loop_state = json.loads(metadata["loop_state"])
+        param_groups = json.loads(metadata["param_groups"])
+        scalars = json.loads(metadata.get("optim_scalars", "{}"))
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: not a training checkpoint written by stan_head ({exc})") from exc
+    head.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, extra in scalars.items():
+        state.setdefault(int(idx), {}).update(extra)
+    for group in param_groups:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+    log.info("resumed %s at epoch %s", path, loop_state.get("epoch"))
+    return loop_state

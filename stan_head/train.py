@@ -1,0 +1,421 @@
+"""Train a head on cached features: ``train_head(TrainConfig) -> TrainSummary``.
+
+Reads only the feature store (or AVE's released feature files, which ``FeatureStore.open`` also
+reads). Seeded and deterministic on CPU: the weights are initialised from ``seed``, each epoch's
+shuffle comes from its own generator seeded by (seed, epoch), and the dropout RNG is re-seeded at
+each epoch start inside a forked RNG scope (the caller's RNG state is left untouched). Because
+every epoch starts from a seed, a run resumed from ``last.safetensors`` gives the same weights as
+an uninterrupted one.
+
+AdamW with linear warm-up and cosine decay (per step), early stopping on validation accuracy,
+best weights by validation accuracy, test accuracy of the best weights at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tqdm.auto import tqdm
+
+from features.store import FeatureStore
+from pipelines.atomic import atomic_write_text
+from stan_head.checkpoint import (
+    BEST_WEIGHTS,
+    LAST_STATE,
+    METRICS,
+        RunCard,
+    check_store,
+    load_training_state,
+    load_weights,
+    read_run_card,
+    save_training_state,
+    save_weights,
+    write_run_card,
+)
+from stan_head.data import SplitTensors, load_split, resolve_device
+from stan_head.models import Head, HeadConfig, HeadOptions, HeadOutput, ModelName, build_head
+
+log = logging.getLogger(__name__)
+
+# Fields of TrainConfig that may change between a run and its resume without changing the result.
+_RESUME_FREE = {"out", "store", "epochs", "device", "num_threads", "resume", "progress", "patience"}
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs. ``store`` is a feature-store folder or an AVE feature folder.
+
+    Auxiliary losses (both off by default): ``segment_loss_weight`` adds the per-segment
+    cross-entropy over event/background labels (needs ``head.segment_head``);
+    ``attention_entropy_weight`` adds the mean entropy of α (nats) over valid segments, which
+    sharpens the spatial attention.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store: Path
+    out: Path
+    model: ModelName = "stan"
+    head: HeadOptions = HeadOptions()
+    seed: int = 0
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    segment_loss_weight: float = Field(0.0, ge=0)
+    attention_entropy_weight: float = Field(0.0, ge=0)
+    patience: int = Field(8, ge=0, description="epochs without a better val accuracy before stopping; 0 = never")
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    device: str = "auto"
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads during training; None = leave as is")
+    resume: bool = True
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _segment_loss_needs_segment_head(self) -> "TrainConfig":
+        if self.segment_loss_weight > 0 and not self.head.segment_head:
+            raise ValueError("segment_loss_weight > 0 needs head.segment_head = true")
+        return self
+
+
+class TrainSummary(BaseModel):
+    """What a training run produced (small record; the weights stay in ``run_dir``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: Path
+    model: ModelName
+    store_id: str
+    epochs_run: int
+    best_epoch: int
+    best_val_accuracy: float | None
+    test_accuracy: float | None
+    test_segment_accuracy: float | None = None
+    test_clips: int = 0
+    stopped_early: bool = False
+    resumed_from_epoch: int | None = None
+    seconds: float
+
+    def summary_line(self) -> str:
+        """One line for the command line and flow logs."""
+        val = "n/a" if self.best_val_accuracy is None else f"{self.best_val_accuracy:.3f}"
+        test = "n/a" if self.test_accuracy is None else f"{self.test_accuracy:.3f}"
+        return (
+            f"{self.model} on store {self.store_id}: best epoch {self.best_epoch}/{self.epochs_run}, "
+            f"val acc {val}, test acc {test} ({self.test_clips} clips) -> {self.run_dir}"
+        )
+
+
+def _code_version() -> str:
+    try:
+        return metadata.version("wherewhen")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_ratio: float) -> float:
+    """Linear warm-up to ``base_lr`` over ``warmup_steps``, then cosine decay to ``min_ratio·base_lr``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return base_lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def attention_entropy(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of α (B,T,H,W) over the valid segments of ``mask`` (B,T)."""
+    p = alpha.flatten(2)
+    ent = -(p * torch.log(p.clamp_min(1e-12))).sum(-1)  # (B,T)
+    m = mask.to(ent.dtype)
+    return (ent * m).sum() / m.sum().clamp_min(1.0)
+
+
+def compute_loss(out: HeadOutput, label: torch.Tensor, segment_mask: torch.Tensor, segment_label: torch.Tensor,
+                 cfg: TrainConfig) -> torch.Tensor:
+    """Video-level cross-entropy plus the configured auxiliary terms."""
+    loss = F.cross_entropy(out.logits, label, label_smoothing=cfg.label_smoothing)
+    if cfg.segment_loss_weight > 0 and out.segment_logits is not None:
+        loss = loss + cfg.segment_loss_weight * F.cross_entropy(out.segment_logits[segment_mask], segment_label[segment_mask])
+    if cfg.attention_entropy_weight > 0:
+        loss = loss + cfg.attention_entropy_weight * attention_entropy(out.alpha, segment_mask)
+    return loss
+
+
+@torch.inference_mode()
+def evaluate_split(head: Head, split: SplitTensors, device: torch.device, batch_size: int = 256) -> dict[str, float | None]:
+    """Loss, video-level accuracy and (with a segment head) segment accuracy over valid segments."""
+    if len(split) == 0:
+        return {"loss": None, "accuracy": None, "segment_accuracy": None}
+    was_training = head.training
+    head.eval()
+    loss_sum, correct, seg_correct, seg_total = 0.0, 0, 0, 0
+    for b in split.batches(batch_size, device):
+        out = head(b.visual, b.audio, b.segment_mask)
+        loss_sum += float(F.cross_entropy(out.logits, b.label, reduction="sum"))
+        correct += int((out.logits.argmax(-1) == b.label).sum())
+        if out.segment_logits is not None:
+            pred = out.segment_logits.argmax(-1)
+            seg_correct += int(((pred == b.segment_label) & b.segment_mask).sum())
+            seg_total += int(b.segment_mask.sum())
+    head.train(was_training)
+    n = len(split)
+    return {
+        "loss": loss_sum / n,
+        "accuracy": correct / n,
+        "segment_accuracy": seg_correct / seg_total if seg_total else None,
+    }
+
+
+def _comparable(cfg_dump: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg_dump.items() if k not in _RESUME_FREE}
+
+
+def _rewrite_metrics(path: Path, upto_epoch: int) -> None:
+    """Keep only metric lines of epochs ≤ ``upto_epoch`` (a crash may have left a later line)."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= upto_epoch]
+    atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+
+
+def _rng_scope(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    devices = [device] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
+
+
+def train_head(config: TrainConfig) -> TrainSummary:
+    """Train ``config.model`` on ``config.store`` into the run folder ``config.out``; see the module docstring."""
+    t_start = time.perf_counter()
+    device = resolve_device(config.device)
+    store = FeatureStore.open(config.store)
+    card = store.card
+    run_dir = Path(config.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    h, w, cv = (int(x) for x in card.visual_shape)
+    head_cfg = HeadConfig.from_options(
+        config.model, config.head, num_classes=len(card.classes), visual_dim=cv, audio_dim=int(card.audio_dim)
+    )
+    cfg_dump = config.model_dump(mode="json")
+    store_card = card.model_dump(mode="json") if hasattr(card, "model_dump") else dict(card)
+    run_card = RunCard(
+        head=head_cfg,
+        train_config=cfg_dump,
+        store_id=str(card.store_id),
+        store_dir=str(Path(config.store).resolve()),
+        store_card=store_card,
+        num_segments=int(card.num_segments),
+        visual_shape=(h, w, cv),
+        audio_dim=int(card.audio_dim),
+        classes=list(card.classes),
+        code_version=_code_version(),
+    )
+
+    resuming = config.resume and (run_dir / LAST_STATE).is_file()
+    if resuming:
+        previous = read_run_card(run_dir)
+        check_store(previous, store, run_dir)
+        if _comparable(previous.train_config) != _comparable(cfg_dump) or previous.head != head_cfg:
+            diff = sorted(
+                k for k in set(_comparable(previous.train_config)) | set(_comparable(cfg_dump))
+                if previous.train_config.get(k) != cfg_dump.get(k)
+            )
+            raise ValueError(
+                f"{run_dir} holds a run with a different configuration ({', '.join(diff) or 'head'}); "
+                "use another --out or resume=False to start over"
+            )
+    else:
+        for name in (LAST_STATE, BEST_WEIGHTS, METRICS):
+            (run_dir / name).unlink(missing_ok=True)
+    write_run_card(run_dir, run_card)
+
+    train = load_split(store, config.train_split)
+    val = load_split(store, config.val_split)
+    if len(train) == 0:
+        raise ValueError(f"store {config.store} has no clips in split {config.train_split!r}")
+    if len(val) == 0:
+        log.warning("store %s has no %r clips: no early stopping, the last epoch is kept", config.store, config.val_split)
+
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+
+    with _threads(config.num_threads), _rng_scope(device):
+        torch.manual_seed(config.seed)
+        head = build_head(head_cfg).to(device)
+        decay = [p for n, p in head.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in head.named_parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr,
+        )
+        loop: dict[str, Any] = {"epoch": 0, "best_val_accuracy": None, "best_epoch": 0, "since_best": 0, "stopped_early": False}
+        resumed_from = None
+        if resuming:
+            state = load_training_state(run_dir, head, optimizer)
+            if state is not None:
+                loop.update(state)
+                resumed_from = int(loop["epoch"])
+                _rewrite_metrics(run_dir / METRICS, resumed_from)
+
+        bar = tqdm(
+            total=total_steps, initial=min(total_steps, loop["epoch"] * steps_per_epoch), disable=not config.progress,
+            desc=f"train {config.model}", unit="step", dynamic_ncols=True,
+        )
+        try:
+            while loop["epoch"] < config.epochs and not loop["stopped_early"]:
+                epoch = loop["epoch"] + 1
+                _train_epoch(head, optimizer, train, val, config, device, epoch, steps_per_epoch, total_steps,
+                             warmup_steps, bar, loop, run_dir, run_card.store_id)
+        finally:
+            bar.close()
+
+        if not (run_dir / BEST_WEIGHTS).is_file():  # e.g. no validation split: keep the last epoch
+            save_weights(run_dir / BEST_WEIGHTS, head, {"store_id": run_card.store_id, "epoch": str(loop["epoch"])})
+            loop["best_epoch"] = loop["epoch"]
+        load_weights(run_dir / BEST_WEIGHTS, head)
+        head.to(device)
+        test = load_split(store, config.test_split)
+        test_metrics = evaluate_split(head, test, device, batch_size=max(config.batch_size, 256))
+
+    best_val = loop["best_val_accuracy"]
+    run_card = run_card.model_copy(
+        update={
+            "best_epoch": int(loop["best_epoch"]),
+            "metrics": {
+                "best_val_accuracy": best_val,
+                "test_accuracy": test_metrics["accuracy"],
+                "test_segment_accuracy": test_metrics["segment_accuracy"],
+                "test_loss": test_metrics["loss"],
+                "test_clips": len(test),
+                "epochs_run": int(loop["epoch"]),
+            },
+        }
+    )
+    write_run_card(run_dir, run_card)
+    summary = TrainSummary(
+        run_dir=run_dir,
+        model=config.model,
+        store_id=run_card.store_id,
+        epochs_run=int(loop["epoch"]),
+        best_epoch=int(loop["best_epoch"]),
+        best_val_accuracy=best_val,
+        test_accuracy=test_metrics["accuracy"],
+        test_segment_accuracy=test_metrics["segment_accuracy"],
+        test_clips=len(test),
+        stopped_early=bool(loop["stopped_early"]),
+        resumed_from_epoch=resumed_from,
+        seconds=time.perf_counter() - t_start,
+    )
+    log.info("%s", summary.summary_line())
+    return summary
+
+
+def _train_epoch(
+    head: Head,
+    optimizer: torch.optim.Optimizer,
+    train: SplitTensors,
+    val_split: SplitTensors,
+    config: TrainConfig,
+    device: torch.device,
+    epoch: int,
+    steps_per_epoch: int,
+    total_steps: int,
+    warmup_steps: int,
+    bar: Any,
+    loop: dict[str, Any],
+    run_dir: Path,
+    store_id: str,
+) -> None:
+    """One epoch: train, validate, checkpoint, log one metrics line; updates ``loop`` in place."""
+    t0 = time.perf_counter()
+    torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout stream of this epoch (inside the forked RNG scope)
+    shuffle = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    head.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    step = (epoch - 1) * steps_per_epoch
+    lr = config.lr
+    for b in train.batches(config.batch_size, device, generator=shuffle):
+        lr = lr_at(step, total_steps, warmup_steps, config.lr, config.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        out = head(b.visual, b.audio, b.segment_mask)
+        loss = compute_loss(out, b.label, b.segment_mask, b.segment_label, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(head.parameters(), config.grad_clip)
+        optimizer.step()
+        n = b.label.shape[0]
+        loss_sum += float(loss.detach()) * n
+        correct += int((out.logits.detach().argmax(-1) == b.label).sum())
+        seen += n
+        step += 1
+        bar.update(1)
+    train_seconds = time.perf_counter() - t0
+
+    val = evaluate_split(head, val_split, device, batch_size=max(config.batch_size, 256))
+    improved = val["accuracy"] is not None and (
+        loop["best_val_accuracy"] is None or val["accuracy"] > loop["best_val_accuracy"]
+    )
+    loop["epoch"] = epoch
+    if improved:
+        loop.update(best_val_accuracy=val["accuracy"], best_epoch=epoch, since_best=0)
+        save_weights(run_dir / BEST_WEIGHTS, head, {"store_id": store_id, "epoch": str(epoch)})
+    elif val["accuracy"] is not None:
+        loop["since_best"] += 1
+        if config.patience and loop["since_best"] >= config.patience:
+            loop["stopped_early"] = True
+    if val["accuracy"] is None:  # no validation split: the latest epoch is the one kept
+        loop["best_epoch"] = epoch
+        save_weights(run_dir / BEST_WEIGHTS, head, {"store_id": store_id, "epoch": str(epoch)})
+    save_training_state(run_dir, head, optimizer, loop)
+    record = {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": loss_sum / max(seen, 1),
+        "train_accuracy": correct / max(seen, 1),
+        "val_loss": val["loss"],
+        "val_accuracy": val["accuracy"],
+        "val_segment_accuracy": val["segment_accuracy"],
+        "best_epoch": loop["best_epoch"],
+        "train_seconds": train_seconds,
+        "epoch_seconds": time.perf_counter() - t0,
+    }
+    with open(run_dir / METRICS, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+    bar.set_postfix(epoch=epoch, loss=f"{record['train_loss']:.3f}",
+                    val_acc="n/a" if val["accuracy"] is None else f"{val['accuracy']:.3f}")
+    log.debug("epoch %d: %s", epoch, record)
+
+
+__all__ = ["TrainConfig", "TrainSummary", "attention_entropy", "compute_loss", "evaluate_split", "lr_at", "train_head"]

@@ -1,0 +1,148 @@
+"""Training: learns, deterministic, checkpoints round-trip and refuse the wrong store, resumes after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from features.store import FeatureStore
+from stan_head.checkpoint import StoreMismatchError, load_run
+from stan_head.models import HeadOptions
+from stan_head.train import TrainConfig, lr_at, train_head
+
+SMALL = HeadOptions(d_model=16, attn_dim=8, hidden_dim=16, lstm_hidden=8, dropout=0.1)
+
+
+def _cfg(store: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(store=store, out=out, head=SMALL, epochs=6, batch_size=8, lr=3e-3, num_threads=1, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def stan_run(tiny_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "stan"
+    return out, train_head(_cfg(tiny_store, out, segment_loss_weight=0.5, head=SMALL.model_copy(update={"segment_head": True})))
+
+
+def test_stan_learns_and_writes_the_run_folder(stan_run):
+    out, summary = stan_run
+    assert summary.test_accuracy is not None and summary.test_accuracy >= 0.9
+    assert summary.test_segment_accuracy is not None and summary.test_segment_accuracy > 0.5
+    assert {"run.json", "model.safetensors", "last.safetensors", "metrics.jsonl"} <= {p.name for p in out.iterdir()}
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == list(range(1, summary.epochs_run + 1))
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]
+    card = json.loads((out / "run.json").read_text())
+    assert card["store_id"] == "teststore01" and card["visual_shape"] == [3, 3, 16] and card["classes"][0] == "class0"
+    assert card["metrics"]["test_accuracy"] == summary.test_accuracy
+
+
+@pytest.mark.parametrize("model", ["late_fusion", "ave_att"])
+def test_baselines_train_through_the_same_trainer(tiny_store, tmp_path, model):
+    summary = train_head(_cfg(tiny_store, tmp_path / model, model=model, epochs=10))
+    assert summary.model == model and summary.test_accuracy is not None and summary.test_accuracy >= 0.75
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tiny_store, tmp_path):
+    a = train_head(_cfg(tiny_store, tmp_path / "a", epochs=2))
+    b = train_head(_cfg(tiny_store, tmp_path / "b", epochs=2))
+    c = train_head(_cfg(tiny_store, tmp_path / "c", epochs=2, seed=1))
+    wa, wb, wc = (load_file(str(r.run_dir / "last.safetensors")) for r in (a, b, c))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa if k.startswith("model."))
+
+
+def test_caller_rng_state_is_left_alone(tiny_store, tmp_path):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_head(_cfg(tiny_store, tmp_path / "r", epochs=1))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_checkpoint_round_trip(stan_run, tiny_store):
+    out, summary = stan_run
+    store = FeatureStore.open(tiny_store)
+    run = load_run(out, store=store)
+    batch = store.read_split("test")
+    with torch.inference_mode():
+        res = run.head(torch.from_numpy(batch.visual).float(), torch.from_numpy(batch.audio).float(),
+                       torch.from_numpy(batch.segment_mask))
+    acc = (res.logits.argmax(-1).numpy() == batch.label_idx).mean()
+    assert acc == pytest.approx(summary.test_accuracy)
+    assert res.segment_logits is not None
+
+
+def test_checkpoint_refuses_other_store_id(stan_run, other_store):
+    out, _ = stan_run
+    with pytest.raises(StoreMismatchError) as err:
+        load_run(out, store=FeatureStore.open(other_store))
+    msg = str(err.value)
+    assert "teststore01" in msg and "otherstore02" in msg and "store-id" in msg
+
+
+def test_checkpoint_refuses_other_feature_shapes(stan_run, wide_store):
+    out, _ = stan_run
+    with pytest.raises(StoreMismatchError, match=r"feature shapes .*visual 3×3×16.*visual 3×3×20"):
+        load_run(out, store=FeatureStore.open(wide_store))
+
+
+def test_resume_into_a_run_of_another_store_is_refused(stan_run, other_store):
+    out, _ = stan_run
+    with pytest.raises(StoreMismatchError, match="otherstore02"):
+        train_head(_cfg(other_store, out, segment_loss_weight=0.5, head=SMALL.model_copy(update={"segment_head": True})))
+
+
+def test_segment_loss_needs_segment_head(tiny_store, tmp_path):
+    with pytest.raises(ValueError, match="segment_head"):
+        _cfg(tiny_store, tmp_path, segment_loss_weight=1.0)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    lrs = [lr_at(s, 100, 10, 1.0, 0.01) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] == pytest.approx(0.01, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_gives_the_uninterrupted_weights(tiny_store, tmp_path):
+    epochs = 12
+    reference = train_head(_cfg(tiny_store, tmp_path / "ref", epochs=epochs, patience=0))
+    out = tmp_path / "killed"
+    script = (
+        "import sys; from pathlib import Path; from stan_head.train import TrainConfig, train_head; "
+        "train_head(TrainConfig.model_validate_json(sys.argv[1]))"
+    )
+    cfg = _cfg(tiny_store, out, epochs=epochs, patience=0)
+    proc = subprocess.Popen([sys.executable, "-c", script, cfg.model_dump_json()], env={**os.environ, "PYTHONPATH": os.getcwd()})
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=60)
+    done = len(metrics.read_text().splitlines())
+    assert 2 <= done < epochs, "the run was not interrupted mid-way"
+    resumed = train_head(cfg)
+    assert resumed.resumed_from_epoch is not None and resumed.resumed_from_epoch >= 2
+    ref_w, res_w = load_file(str(reference.run_dir / "last.safetensors")), load_file(str(out / "last.safetensors"))
+    for k in ref_w:
+        assert torch.equal(ref_w[k], res_w[k]), k
+    lines = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
+    assert lines == list(range(1, epochs + 1))
+    assert resumed.test_accuracy == reference.test_accuracy
