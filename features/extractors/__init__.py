@@ -17,7 +17,7 @@ from features.extractors.base import AudioExtractor, VisualExtractor, resolve_de
 
 __all__ = [
     "VisualConfig", "AudioConfig", "VISUAL_NAMES", "AUDIO_NAMES", "build_visual", "build_audio",
-    "VisualExtractor", "AudioExtractor", "resolve_device",
+    "VisualExtractor", "AudioExtractor", "resolve_device", "weights_identity",
 ]
 
 VISUAL_NAMES = ("efficientnet_lite0", "resnet18", "resnet50", "vgg19")
@@ -78,3 +78,34 @@ def build_audio(cfg: AudioConfig, device: str | torch.device = "cpu", sample_rat
     from features.extractors.vggish import VGGish
 
     return VGGish(cfg.weights, device=device, sample_rate=sample_rate)
+
+
+def weights_identity(cfg: VisualConfig | AudioConfig) -> str | None:
+    """The sha256 of the weights ``cfg`` would load, without building the model (for the store-id).
+
+    ``"random"`` for explicit random init, None for extractors without weights (logmel). Raises
+    :class:`features.weights.WeightsError` when the weight file is missing, so a bad
+    configuration fails before any cluster starts.
+    """
+    from features.weights import WeightsError, efficientnet_lite0_asset, sha256_file
+
+    if cfg.weights == "random":
+        return "random"
+    if cfg.name == "logmel":
+        return None
+    if cfg.weights is not None:
+        path = Path(cfg.weights)
+    elif cfg.name == "efficientnet_lite0":
+        return efficientnet_lite0_asset().sha256
+    elif cfg.name == "vggish":
+        raise WeightsError("weights 'vggish': no checkpoint given; provide one with --audio-weights PATH")
+    else:
+        from features.extractors.torchvision_cnn import torchvision_cache_path
+
+        path = torchvision_cache_path(cfg.name)
+    if not path.is_file():
+        # build_* raises the full explanation (where it looked, how to provide a file)
+        if isinstance(cfg, VisualConfig):
+            build_visual(cfg)
+        raise WeightsError(f"weights {cfg.name!r}: file not found: {path}")
+    return sha256_file(path)

