@@ -1,16 +1,18 @@
-"""Cache policies for the flows' idempotent, pure steps.
+"""Caching for the flows' idempotent steps: inputs + task source, refreshed when outputs are gone.
 
 Prefect's ``INPUTS + TASK_SOURCE`` keys a result on the task's arguments and its code. Our
-arguments name folders on disk, so a key on the names alone would hand back a stale result after
-the folder's content changed. ``FileContent`` adds the sha256 of the files a step reads (for
-example a dataset's ``dataset.json``, which carries the manifest's fingerprint), so the key
-changes exactly when the inputs do.
+arguments name folders on disk, so two things are added:
 
-Only steps whose result is a pure function of their inputs are cached (planning, reading cards).
-Steps that write outputs (shards, runs, reports) are not cached by Prefect: a cached record
-cannot vouch that the files it describes still exist. They are idempotent in the library
-instead (a complete shard is skipped, a finished store is a no-op), which is also what makes a
-task that Prefect re-runs after a Dask worker died (PrefectHQ/prefect issue 15442) harmless.
+* ``FileContent``: the sha256 of the files a step *reads* (a dataset's ``dataset.json``, which
+  carries the manifest fingerprint; a store's ``store.json``), so the key changes exactly when
+  the inputs' content does; content-addressed inputs (a store-id) need no such help.
+* ``cached_unless_missing``: a cached record cannot vouch that the files it describes still
+  exist, so the flow runs a step with ``refresh_cache=True`` whenever one of its outputs is
+  missing (the step recomputes and replaces the record).
+
+A cache hit shows as ``Cached`` in the UI. The steps are idempotent in the library as well (a
+complete shard is skipped, a finished store is a no-op), which is what makes a task that Prefect
+re-runs after a Dask worker died (PrefectHQ/prefect issue 15442) harmless.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
+from prefect import Task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.context import TaskRunContext
 
@@ -39,7 +42,8 @@ def file_sha256(path: Path) -> str:
 class FileContent(CachePolicy):
     """Key on the content of files derived from the task's inputs.
 
-    ``files`` maps the task's inputs to the paths whose bytes the result depends on.
+    ``files`` maps the task's inputs (a dict of argument name → value) to the paths whose bytes
+    the result depends on.
     """
 
     files: Callable[[dict[str, Any]], list[Path]] = field(default=lambda inputs: [])
@@ -60,5 +64,16 @@ class FileContent(CachePolicy):
 
 
 def inputs_source_and_files(files: Callable[[dict[str, Any]], list[Path]]) -> CachePolicy:
-    """``INPUTS + TASK_SOURCE + FileContent(files)``: the cache policy of a pure step."""
+    """``INPUTS + TASK_SOURCE + FileContent(files)``: the cache policy of an idempotent step."""
     return INPUTS + TASK_SOURCE + FileContent(files=files)
+
+
+def key_and_source(key: Callable[[dict[str, Any]], str]) -> CachePolicy:
+    """A key computed from the inputs by ``key`` (e.g. store-id + shard), plus the task source."""
+    return CachePolicy.from_cache_key_fn(lambda ctx, inputs: key(inputs)) + TASK_SOURCE
+
+
+def cached_unless_missing(task: Task, outputs: Iterable[Path]) -> Task:
+    """``task``, forced to recompute (and re-record) when any of ``outputs`` does not exist."""
+    missing = [str(p) for p in outputs if not Path(p).exists()]
+    return task.with_options(refresh_cache=True) if missing else task

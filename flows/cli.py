@@ -180,7 +180,7 @@ def _make_source_command(name: str) -> None:
             raise click.UsageError(str(exc)) from exc
         summary = _run(build_dataset_flow, config)
         click.echo(summary.summary_line())
-        if values.get("strict") and _failure_count(summary) > 0:
+        if not summary.ok:  # --strict and at least one failure row
             raise SystemExit(1)
 
     params: list[click.Parameter] = []
@@ -191,11 +191,6 @@ def _make_source_command(name: str) -> None:
     dataset_build.add_command(
         click.Command(name, params=params, callback=command, help=_SOURCE_HELP[name], context_settings=CONTEXT)
     )
-
-
-def _failure_count(summary: Any) -> int:
-    failures = getattr(summary, "failures", 0)
-    return failures if isinstance(failures, int) else len(failures)
 
 
 for _name in SOURCES:
@@ -237,12 +232,16 @@ def dataset_info(dataset_dir: Path) -> None:
               help="Frozen visual CNN.  [default: efficientnet_lite0]")
 @click.option("--audio", type=click.Choice(["logmel", "vggish"]), default=None, help="Audio extractor.  [default: logmel]")
 @click.option("--format", "fmt", type=click.Choice(["hdf5", "parquet"]), default=None, help="Shard format.  [default: hdf5]")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="LocalCluster worker processes.  [default: one per core]")
+@click.option("--visual-weights", default=None, metavar="PATH|random", help="Visual checkpoint (default: the packaged/cached weights).")
+@click.option("--audio-weights", default=None, metavar="PATH|random", help="Audio checkpoint (vggish needs one).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="LocalCluster worker processes; 0 = in this process, no Dask.  [default: one per core]")
 @click.option("--dask-address", default=None, metavar="tcp://HOST:PORT", help="Use an existing Dask scheduler instead of a LocalCluster.")
 @click.option("--device", type=DEVICES, default=None, help="Where the CNN runs.  [default: auto]")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Clips per shard (one Dask task each).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Frames per CNN forward.")
-def extract_features_cmd(dataset_dir: Path, out_root: Path, visual, audio, fmt, workers, dask_address, device, shard_size, batch_size) -> None:
+def extract_features_cmd(dataset_dir: Path, out_root: Path, visual, audio, fmt, visual_weights, audio_weights, workers,
+                         dask_address, device, shard_size, batch_size) -> None:
     """Extract frozen visual + audio features of DATASET_DIR into a store under --out (one Dask task per shard).
 
     Same inputs give the same store-id: a finished store is a no-op, an interrupted one resumes.
@@ -252,6 +251,7 @@ def extract_features_cmd(dataset_dir: Path, out_root: Path, visual, audio, fmt, 
     summary = _run(
         extract_features_flow, dataset_dir=str(dataset_dir), out_root=str(out_root), visual=visual, audio=audio,
         format=fmt, workers=workers, dask_address=dask_address, device=device, shard_size=shard_size, batch_size=batch_size,
+        visual_weights=visual_weights, audio_weights=audio_weights,
     )
     noop = " (no-op: already complete)" if getattr(summary, "skipped", False) else ""
     click.echo(f"store: {summary.store_dir}  id={summary.store_id}  clips={summary.clips}  failures={summary.failures}{noop}")

@@ -12,6 +12,9 @@ from __future__ import annotations
 import logging
 import os
 
+import dask
+from distributed import LocalCluster
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
 logger = logging.getLogger(__name__)
@@ -44,14 +47,28 @@ def local_cluster_kwargs(workers: int | None = None) -> dict:
     }
 
 
-def make_task_runner(dask_address: str | None = None, workers: int | None = None) -> DaskTaskRunner:
+def non_daemonic_local_cluster(**kwargs) -> LocalCluster:
+    """A ``LocalCluster`` whose worker processes are not daemonic.
+
+    The shard task decodes video in a child process it can kill after a hang (pipelines.media);
+    a daemonic Dask worker is not allowed to start children. The same applies to workers you
+    start yourself with a nanny: set ``DASK_DISTRIBUTED__WORKER__DAEMON=False`` (or ``--no-nanny``).
+    """
+    with dask.config.set({"distributed.worker.daemon": False}):
+        return LocalCluster(**kwargs)
+
+
+def make_task_runner(dask_address: str | None = None, workers: int | None = None) -> DaskTaskRunner | ThreadPoolTaskRunner:
     """A ``DaskTaskRunner`` for an existing scheduler (``tcp://HOST:PORT``) or a new LocalCluster.
 
     ``workers`` sizes the LocalCluster and is ignored (with a log line) when an address is given:
-    an existing cluster has the workers it has.
+    an existing cluster has the workers it has. ``workers=0`` runs the shard tasks one at a time
+    in the flow's own process, without Dask (debugging, tiny datasets).
     """
+    if workers == 0 and not dask_address:
+        return ThreadPoolTaskRunner(max_workers=1)
     if dask_address:
         if workers:
             logger.info("workers=%s ignored: using the existing Dask scheduler at %s", workers, dask_address)
         return DaskTaskRunner(address=dask_address)
-    return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(workers))
+    return DaskTaskRunner(cluster_class=non_daemonic_local_cluster, cluster_kwargs=local_cluster_kwargs(workers))

@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict
 
 from features.extract import ExtractConfig, ShardResult, StorePlan, StoreSummary, extract_shard, finalize_store, plan_store
 from flows.artifacts import artifact_key, markdown_table, publish_markdown, publish_table
-from flows.caching import inputs_source_and_files
+from flows.caching import cached_unless_missing, key_and_source
 from flows.dask_runner import make_task_runner
+from features.store import StoreCard
 
 
 class ShardOutcome(BaseModel):
@@ -30,85 +31,106 @@ class ShardOutcome(BaseModel):
     model_config = ConfigDict(frozen=True)
     shard: int
     seconds: float
+    clips: int
+    failures: int
+    skipped: bool
     result: ShardResult
 
 
-def _dataset_card(inputs: dict[str, Any]) -> list[Path]:
-    cfg = inputs.get("config")
-    return [Path(cfg.dataset_dir) / "dataset.json"] if cfg is not None else []
-
-
-@task(name="plan-store", cache_policy=inputs_source_and_files(_dataset_card), retries=1)
+@task(name="plan-store", retries=1)
 def plan_store_task(config: ExtractConfig) -> StorePlan:
-    """Plan the store (store-id, shards of clips) from the config and the dataset manifest."""
+    """Plan the store (store-id, shards of clips, whether it is already complete).
+
+    Not cached: ``complete`` depends on the store on disk, and planning is fast (no model is built).
+    """
     plan = plan_store(config)
-    get_run_logger().info("planned store %s: %d shards", plan.store_dir, len(plan.shards))
+    get_run_logger().info("store %s: %d shards, complete=%s", plan.store_dir, plan.num_shards, plan.complete)
     return plan
 
 
-@task(name="extract-shard", retries=2, retry_delay_seconds=5)
+def _shard_key(inputs: dict[str, Any]) -> str:
+    """Shard cache key: the store-id (a hash of the dataset fingerprint, extractors + weights,
+    segmentation, format, shard and batch size) and the shard number."""
+    return f"{inputs['plan'].store_id}-shard-{inputs['shard']:05d}"
+
+
+@task(name="extract-shard", retries=2, retry_delay_seconds=5, cache_policy=key_and_source(_shard_key))
 def extract_shard_task(plan: StorePlan, shard: int) -> ShardOutcome:
-    """Extract one shard (skipped by the library when the shard is already complete)."""
+    """Extract one shard (the library skips a shard that is already complete on disk)."""
     t0 = time.perf_counter()
     result = extract_shard(plan, shard)
     seconds = time.perf_counter() - t0
     log = get_run_logger()
-    if getattr(result, "skipped", False):
+    if result.skipped:
         log.info("shard %d already complete: skipped", shard)
     else:
-        log.info("shard %d written in %.1f s", shard, seconds)
-    return ShardOutcome(shard=shard, seconds=seconds, result=result)
+        log.info("shard %d: %d clips written in %.1f s", shard, len(result.rows), seconds)
+    return ShardOutcome(shard=shard, seconds=seconds, clips=len(result.rows), failures=len(result.failures),
+                        skipped=result.skipped, result=result)
 
 
 @flow(name="extract-shards", log_prints=False)
 def extract_shards_flow(plan: StorePlan) -> list[ShardOutcome]:
-    """Submit one ``extract-shard`` task per shard to this flow's task runner; wait for all."""
-    futures = [extract_shard_task.submit(plan, i) for i in range(len(plan.shards))]
+    """Submit one ``extract-shard`` task per shard to this flow's task runner; wait for all.
+
+    A shard whose file is missing is recomputed even when a cached record exists.
+    """
+    futures = [
+        cached_unless_missing(extract_shard_task, [plan.shard_file(i)]).submit(plan, i)
+        for i in range(plan.num_shards)
+    ]
     return [f.result() for f in futures]
 
 
 @task(name="finalize-store", retries=1)
 def finalize_store_task(plan: StorePlan, outcomes: list[ShardOutcome]) -> StoreSummary:
-    """Write the index, the failures and the store card (a no-op when the store is finished)."""
+    """Write the index, the failures and (last) the store card from the shard results."""
     return finalize_store(plan, [o.result for o in outcomes])
+
+
+@task(name="read-complete-store")
+def read_complete_store(plan: StorePlan) -> StoreSummary:
+    """The summary of a store that is already complete (read from its card; nothing is written)."""
+    card = StoreCard.model_validate_json((plan.store_dir / "store.json").read_text())
+    get_run_logger().info("no-op: store %s is already complete (%d clips)", plan.store_dir, card.clips)
+    return StoreSummary(store_dir=plan.store_dir, store_id=plan.store_id, clips=card.clips, failures=card.failures,
+                        shards=card.num_shards, shards_skipped=card.num_shards, skipped=True,
+                        timings={"plan_s": plan.plan_s})
 
 
 @task(name="publish-store-artifacts")
 def publish_store_artifacts(summary: StoreSummary, outcomes: list[ShardOutcome], seconds: float) -> None:
     """Counts, per-shard throughput and failures as Prefect artifacts; says so when nothing ran."""
     key = artifact_key("extract-features", summary.store_dir)
-    skipped = sum(1 for o in outcomes if getattr(o.result, "skipped", False))
-    noop = bool(getattr(summary, "skipped", False)) or (outcomes and skipped == len(outcomes))
-    status = "no-op: the store was already complete" if noop else f"extracted {len(outcomes) - skipped} shard(s)"
-    log = get_run_logger()
-    log.info("extract-features %s (%s)", status, summary.store_dir)
+    extracted = [o for o in outcomes if not o.skipped]
+    if summary.skipped:
+        status = "no-op: the store was already complete"
+    elif not extracted:
+        status = "no-op: every shard was already complete (index and card rewritten)"
+    else:
+        status = f"extracted {len(extracted)} of {summary.shards} shard(s)"
+    get_run_logger().info("extract-features %s: %s", status, summary.store_dir)
+    clips_done = sum(o.clips for o in extracted)
+    busy = sum(o.seconds for o in extracted)
+    head = {
+        "status": status, "store_dir": str(summary.store_dir), "store_id": summary.store_id,
+        "clips": summary.clips, "failures": summary.failures, "shards": summary.shards,
+        "shards_skipped": summary.shards - len(extracted), "clips_extracted": clips_done,
+        "flow_seconds": seconds, "clips_per_s_wall": clips_done / seconds if clips_done and seconds > 0 else 0.0,
+        "clips_per_s_per_worker": clips_done / busy if clips_done and busy > 0 else 0.0,
+    }
+    publish_table(key, [head], f"extract-features: {status}")
     rows = [
-        {
-            "shard": o.shard,
-            "clips": getattr(o.result, "clips", None),
-            "skipped": getattr(o.result, "skipped", None),
-            "seconds": o.seconds,
-            "clips_per_s": (getattr(o.result, "clips", 0) or 0) / o.seconds if o.seconds > 0 else None,
-        }
+        {"shard": o.shard, "clips": o.clips, "failures": o.failures, "skipped": o.skipped, "seconds": o.seconds,
+         "clips_per_s": o.clips / o.seconds if o.seconds > 0 and not o.skipped else None}
         for o in outcomes
     ]
-    head = [
-        {
-            "status": status,
-            "store_dir": str(summary.store_dir),
-            "store_id": summary.store_id,
-            "clips": summary.clips,
-            "failures": summary.failures,
-            "shards": len(outcomes),
-            "shards_skipped": skipped,
-            "flow_seconds": seconds,
-        }
-    ]
-    publish_table(key, head, f"extract-features: {status}")
+    failures = [f for o in outcomes for f in o.result.failures]
     publish_markdown(
         f"{key}-shards",
-        f"# extract-features: {status}\n\nStore `{summary.store_dir}`\n\n" + markdown_table(rows),
-        "per-shard throughput",
+        f"# extract-features: {status}\n\nStore `{summary.store_dir}`\n\n## shards\n\n" + markdown_table(rows)
+        + "\n## failures\n\n" + markdown_table(failures),
+        "per-shard throughput and failures",
     )
 
 
@@ -123,8 +145,14 @@ def extract_config(
     device: Optional[str] = None,
     shard_size: Optional[int] = None,
     batch_size: Optional[int] = None,
+    visual_weights: Optional[str] = None,
+    audio_weights: Optional[str] = None,
 ) -> ExtractConfig:
     """The library's ``ExtractConfig`` from flat parameters (None keeps the library default)."""
+    if visual_weights is not None:
+        visual = {"name": visual or "efficientnet_lite0", "weights": visual_weights}
+    if audio_weights is not None:
+        audio = {"name": audio or "logmel", "weights": audio_weights}
     given = dict(
         dataset_dir=dataset_dir, out_root=out_root, visual=visual, audio=audio, format=format,
         workers=workers, dask_address=dask_address, device=device, shard_size=shard_size, batch_size=batch_size,
@@ -144,18 +172,26 @@ def extract_features_flow(
     device: Optional[Literal["auto", "cpu", "cuda"]] = None,
     shard_size: Optional[int] = None,
     batch_size: Optional[int] = None,
+    visual_weights: Optional[str] = None,
+    audio_weights: Optional[str] = None,
 ) -> StoreSummary:
     """Build (or finish, or confirm) the feature store of ``dataset_dir`` under ``out_root``.
 
     ``dask_address`` (``tcp://HOST:PORT``) runs the shard tasks on an existing Dask cluster;
     without it a LocalCluster with ``workers`` processes (default: one per core) is started for
-    the run. Omitted options keep the library's defaults (efficientnet_lite0 + logmel, hdf5).
+    the run (``workers=0``: in this process, no Dask). ``visual_weights``/``audio_weights``: a
+    checkpoint path or ``random``. Omitted options keep the library's defaults
+    (efficientnet_lite0 + logmel, hdf5).
     """
     t0 = time.perf_counter()
-    config = extract_config(dataset_dir, out_root, visual, audio, format, workers, dask_address, device, shard_size, batch_size)
+    config = extract_config(dataset_dir, out_root, visual, audio, format, workers, dask_address, device, shard_size,
+                            batch_size, visual_weights, audio_weights)
     plan = plan_store_task(config)
-    runner = make_task_runner(config.dask_address, config.workers)
-    outcomes = extract_shards_flow.with_options(task_runner=runner)(plan)
-    summary = finalize_store_task(plan, outcomes)
+    if plan.complete:
+        summary, outcomes = read_complete_store(plan), []
+    else:
+        runner = make_task_runner(config.dask_address, config.workers)
+        outcomes = extract_shards_flow.with_options(task_runner=runner)(plan)
+        summary = finalize_store_task(plan, outcomes)
     publish_store_artifacts(summary, outcomes, time.perf_counter() - t0)
     return summary
