@@ -16,20 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from features.extractors import resolve_device
+
 log = logging.getLogger(__name__)
 
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; any other string is passed to ``torch.device``.
-
-    Asking for CUDA on a machine without it is a clear error rather than a late crash.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
-    return dev
+__all__ = ["Batch", "SplitTensors", "load_split", "resolve_device"]
 
 
 @dataclass

@@ -1,0 +1,275 @@
+"""Explain a trained head's prediction on any video file: where (α) and when (β^a, β^v).
+
+``explain_video(ExplainConfig) -> ExplanationResult``: the video is decoded and featurised by the
+store's own frozen extractors (``features.clip.ClipFeaturizer`` rebuilt from the store card that
+the run carries, weights checked by sha256), then the head predicts. Written to ``out``:
+
+    explanation_grid.png   the sampled frames, one panel per segment, α_t as a heat map over each
+    temporal_attention.png β^a and β^v over time (masked/padded segments shaded)
+    explanation.json       class, probability, top-k, segment times, mask, β^a, β^v, α (T×H×W)
+    explanation.mp4        (``mp4=True``) the overlaid frames, each shown for its segment, with the
+                           clip's decoded audio
+
+Plots use matplotlib's object API on the Agg canvas (no pyplot, no global backend switch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.clip import ClipFeatures, ClipFeaturizer
+from features.extractors import resolve_device
+from pipelines.atomic import atomic_path, atomic_write_text
+from pipelines.encode import Mp4Writer
+from stan_head.checkpoint import LoadedRun, load_run
+
+log = logging.getLogger(__name__)
+
+GRID_PNG = "explanation_grid.png"
+BETA_PNG = "temporal_attention.png"
+JSON_NAME = "explanation.json"
+MP4_NAME = "explanation.mp4"
+
+
+class ExplainConfig(BaseModel):
+    """What to explain and where to write it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run: Path
+    video: Path
+    out: Path
+    device: str = "auto"
+    mp4: bool = False
+    top_k: int = Field(5, ge=1)
+    heat_opacity: float = Field(0.45, ge=0.0, le=1.0)
+    decode_timeout_s: float = Field(120.0, gt=0)
+
+
+class ClassScore(BaseModel):
+    """One class and its softmax probability."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str
+    index: int
+    probability: float
+
+
+class ExplanationResult(BaseModel):
+    """The prediction and the files holding its evidence (small record; α itself is in the JSON file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    video: Path
+    run_dir: Path
+    model: str
+    predicted_class: str
+    predicted_index: int
+    probability: float
+    top_k: list[ClassScore]
+    beta_a: list[float]
+    beta_v: list[float]
+    segment_mask: list[bool]
+    files: dict[str, Path]
+
+    def summary_line(self) -> str:
+        """One line for the command line: class, probability and where the files went."""
+        peak_a = int(np.argmax(self.beta_a)) if self.beta_a else -1
+        peak_v = int(np.argmax(self.beta_v)) if self.beta_v else -1
+        return (
+            f"{self.video.name}: {self.predicted_class} (p={self.probability:.3f}); "
+            f"β^a peaks at segment {peak_a}, β^v at segment {peak_v}; files in {self.files[JSON_NAME].parent}"
+        )
+
+
+def _heat_rgb(alpha_map: np.ndarray, vmax: float) -> np.ndarray:
+    """α (S, S) -> RGB float (S, S, 3) in [0, 1] through the 'jet' colour map on the scale [0, vmax]."""
+    return colormaps["jet"](np.clip(alpha_map / max(vmax, 1e-12), 0.0, 1.0))[..., :3]
+
+
+def _shared_vmax(alpha_up: np.ndarray, mask: np.ndarray) -> float:
+    """One colour scale for all panels: the largest upsampled α over the valid segments."""
+    return float(alpha_up[mask].max()) if mask.any() else 1.0
+
+
+def upsample_alpha(alpha: np.ndarray, size: int) -> np.ndarray:
+    """α (T, H, W) -> (T, size, size), bilinear, renormalised to sum to 1 per segment."""
+    up = F.interpolate(torch.from_numpy(alpha).float()[:, None], size=(size, size), mode="bilinear", align_corners=False)
+    up = up[:, 0].clamp_min(0)
+    return (up / up.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)).numpy()
+
+
+def _frames_for_display(feats: ClipFeatures) -> np.ndarray:
+    """The middle sampled frame of each segment: uint8 (T, S, S, 3)."""
+    frames = np.asarray(feats.decoded.frames)
+    return frames[:, frames.shape[1] // 2]
+
+
+def _save_figure(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    return path
+
+
+def plot_grid(
+    frames: np.ndarray, alpha_up: np.ndarray, mask: np.ndarray, beta_a: np.ndarray, beta_v: np.ndarray,
+    segment_s: float, title: str, path: Path, opacity: float = 0.45,
+) -> Path:
+    """PNG grid: frame t with α_t over it, one panel per segment (frames uint8 (T,S,S,3), α (T,S,S))."""
+    t = len(frames)
+    vmax = _shared_vmax(alpha_up, mask)
+    cols = min(t, 5)
+    rows = math.ceil(t / cols)
+    fig = Figure(figsize=(3.0 * cols, 3.2 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= t:
+            continue
+        ax.imshow(frames[i])
+        label = f"{i * segment_s:g}–{(i + 1) * segment_s:g} s"
+        if mask[i]:
+            ax.imshow(alpha_up[i], cmap="jet", alpha=opacity, interpolation="bilinear", vmin=0.0, vmax=vmax)
+            ax.set_title(f"{label}  $\\beta^a$ {beta_a[i]:.2f}  $\\beta^v$ {beta_v[i]:.2f}", fontsize=9)
+        else:
+            ax.set_title(f"{label}  (padding)", fontsize=9, color="grey")
+    fig.suptitle(f"{title}\nwhere: $\\alpha_t$ over each sampled frame (one colour scale, 0 to {vmax:.2g} per pixel)",
+                 fontsize=11)
+    return _save_figure(fig, path)
+
+
+def plot_temporal(beta_a: np.ndarray, beta_v: np.ndarray, mask: np.ndarray, segment_s: float, title: str, path: Path) -> Path:
+    """PNG: β^a and β^v per segment over time (seconds); padded segments shaded."""
+    t = len(beta_a)
+    centres = (np.arange(t) + 0.5) * segment_s
+    width = 0.38 * segment_s
+    fig = Figure(figsize=(max(6.0, 0.6 * t + 2), 3.4))
+    ax = fig.subplots()
+    ax.bar(centres - width / 2, beta_a, width=width, label=r"$\beta^a$ (audio)", color="tab:orange")
+    ax.bar(centres + width / 2, beta_v, width=width, label=r"$\beta^v$ (vision)", color="tab:blue")
+    for i in np.flatnonzero(~mask):
+        ax.axvspan(i * segment_s, (i + 1) * segment_s, color="0.85", zorder=0)
+    ax.set_xlim(0, t * segment_s)
+    ax.set_ylim(0, max(1e-3, float(max(beta_a.max(initial=0), beta_v.max(initial=0)))) * 1.15)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("when: temporal attention")
+    ax.set_title(title, fontsize=11)
+    ax.legend(loc="upper right", fontsize=9)
+    return _save_figure(fig, path)
+
+
+def write_overlay_mp4(
+    frames: np.ndarray, alpha_up: np.ndarray, mask: np.ndarray, audio: np.ndarray | None, audio_rate: int,
+    segment_s: float, path: Path, opacity: float = 0.45, fps: int = 8,
+) -> Path:
+    """mp4 (h264 + AAC via pipelines.encode.Mp4Writer): each segment's overlaid frame held for ``segment_s``."""
+    s = frames.shape[1] - frames.shape[1] % 2
+    repeat = max(1, round(fps * segment_s))
+    vmax = _shared_vmax(alpha_up, mask)
+    with atomic_path(path) as tmp, Mp4Writer(tmp, s, s, fps, audio_rate=audio_rate if audio is not None else None) as w:
+        for i in range(len(frames)):
+            img = frames[i, :s, :s].astype(np.float32) / 255.0
+            if mask[i]:
+                img = (1 - opacity) * img + opacity * _heat_rgb(alpha_up[i, :s, :s], vmax)
+            rgb = (img * 255).round().clip(0, 255).astype(np.uint8)
+            for _ in range(repeat):
+                w.write_frame(rgb)
+        if audio is not None:
+            w.write_audio(np.asarray(audio, np.float32).reshape(-1))
+    return path
+
+
+def explain_features(run: LoadedRun, visual: np.ndarray, audio: np.ndarray, segment_mask: np.ndarray,
+                     device: torch.device) -> dict[str, np.ndarray]:
+    """Run the head on one clip's features (visual (T,H,W,C), audio (T,Ca), mask (T,)).
+
+    Returns numpy arrays: probs (K,), alpha (T,H,W), beta_a (T,), beta_v (T,).
+    """
+    with torch.inference_mode():
+        out = run.head(
+            torch.from_numpy(np.asarray(visual, np.float32))[None].to(device),
+            torch.from_numpy(np.asarray(audio, np.float32))[None].to(device),
+            torch.from_numpy(np.asarray(segment_mask, bool))[None].to(device),
+        )
+    return {
+        "probs": torch.softmax(out.logits[0].float(), -1).cpu().numpy(),
+        "alpha": out.alpha[0].float().cpu().numpy(),
+        "beta_a": out.beta_a[0].float().cpu().numpy(),
+        "beta_v": out.beta_v[0].float().cpu().numpy(),
+    }
+
+
+def explain_video(config: ExplainConfig) -> ExplanationResult:
+    """Decode ``config.video``, featurise it like the run's store did, predict, and write the evidence."""
+    video = Path(config.video)
+    if not video.is_file():
+        raise FileNotFoundError(f"{video}: no such video file")
+    device = resolve_device(config.device)
+    run = load_run(config.run, device=device)
+    featurizer = ClipFeaturizer.from_card(run.card.store_card, device)
+    feats = featurizer.featurize_video(video, timeout_s=config.decode_timeout_s)
+    res = explain_features(run, feats.visual, feats.audio, feats.segment_mask, device)
+    classes = run.card.classes
+    probs, alpha, beta_a, beta_v = res["probs"], res["alpha"], res["beta_a"], res["beta_v"]
+    mask = np.asarray(feats.segment_mask, bool)
+    order = np.argsort(-probs)[: config.top_k]
+    pred = int(order[0])
+    segment_s = float(featurizer.spec.segment_s)
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    frames = _frames_for_display(feats)
+    alpha_up = upsample_alpha(alpha, frames.shape[1])
+    title = f"{video.name}: {classes[pred]} (p={probs[pred]:.2f}) — {run.card.head.model}"
+    files: dict[str, Path] = {
+        GRID_PNG: plot_grid(frames, alpha_up, mask, beta_a, beta_v, segment_s, title, out / GRID_PNG, config.heat_opacity),
+        BETA_PNG: plot_temporal(beta_a, beta_v, mask, segment_s, title, out / BETA_PNG),
+    }
+    if config.mp4:
+        decoded = feats.decoded
+        audio = np.asarray(decoded.audio, np.float32) if getattr(decoded, "has_audio", True) else None
+        files[MP4_NAME] = write_overlay_mp4(
+            frames, alpha_up, mask, audio, int(featurizer.spec.audio_rate), segment_s, out / MP4_NAME, config.heat_opacity
+        )
+    files[JSON_NAME] = out / JSON_NAME
+    top = [ClassScore(label=classes[i], index=int(i), probability=float(probs[i])) for i in order]
+    payload = {
+        "video": str(video.resolve()),
+        "run": str(Path(config.run).resolve()),
+        "model": run.card.head.model,
+        "store_id": run.card.store_id,
+        "predicted_class": classes[pred],
+        "predicted_index": pred,
+        "probability": float(probs[pred]),
+        "top_k": [c.model_dump() for c in top],
+        "segment_s": segment_s,
+        "segment_start_s": [i * segment_s for i in range(len(mask))],
+        "segment_mask": mask.tolist(),
+        "has_audio": bool(getattr(feats.decoded, "has_audio", True)),
+        "beta_a": [round(float(x), 6) for x in beta_a],
+        "beta_v": [round(float(x), 6) for x in beta_v],
+        "alpha_shape": list(alpha.shape),
+        "alpha": np.round(alpha, 6).tolist(),
+        "files": {k: str(v) for k, v in files.items()},
+    }
+    atomic_write_text(files[JSON_NAME], json.dumps(payload, indent=1) + "\n")
+    result = ExplanationResult(
+        video=video, run_dir=Path(config.run), model=run.card.head.model, predicted_class=classes[pred],
+        predicted_index=pred, probability=float(probs[pred]), top_k=top, beta_a=[float(x) for x in beta_a],
+        beta_v=[float(x) for x in beta_v], segment_mask=mask.tolist(), files=files,
+    )
+    log.info("%s", result.summary_line())
+    return result
