@@ -94,31 +94,39 @@ def test_torchvision_missing_weights_is_a_clear_error(tmp_path, monkeypatch):
         build_visual(VisualConfig(name="resnet50", weights=str(tmp_path / "missing.pth")))
 
 
-@pytest.mark.parametrize(("name", "shape"), [("resnet18", (7, 7, 512)), ("vgg19", (7, 7, 512))])
-def test_torchvision_random_by_name_and_loading_from_a_checkpoint(tmp_path, name, shape):
-    rand = build_torchvision_cnn(name, "random")
-    assert rand.feature_shape == shape and rand.card()["weights"] == "random"
-    frames = torch.randint(0, 256, (2, 224, 224, 3), dtype=torch.uint8)
+def test_vgg19_is_pool5_and_random_only_by_name():
+    rand = build_torchvision_cnn("vgg19", "random", input_size=64)
+    assert rand.feature_shape == (2, 2, 512) and rand.card()["weights"] == "random" and rand.card()["weights_sha256"] is None
+    assert build_torchvision_cnn("vgg19", "random").feature_shape == (7, 7, 512)   # AVE's 7x7x512 at 224
+    frames = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
     out = rand(frames)
-    assert out.shape == (2, *shape)
-    # a checkpoint file with different (perturbed) weights is loaded from the path, strictly
+    assert out.shape == (2, 2, 2, 512)
+    assert isinstance(rand.module[-1], torch.nn.MaxPool2d) and len(rand.module) == 37   # features[:37] ends at pool5
+
+
+def test_resnet18_random_by_name_and_loading_from_a_checkpoint(tmp_path):
     import torchvision
 
+    rand = build_torchvision_cnn("resnet18", "random", input_size=64)
+    frames = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    assert rand(frames).shape == (2, 2, 2, 512)
+    # a checkpoint file with other weights is loaded from the path, strictly, and used
     torch.manual_seed(1)
-    model = getattr(torchvision.models, name)(weights=None)
-    ckpt = tmp_path / f"{name}.pth"
+    model = torchvision.models.resnet18(weights=None)
+    ckpt = tmp_path / "resnet18.pth"
     torch.save(model.state_dict(), ckpt)
-    loaded = build_visual(VisualConfig(name=name, weights=str(ckpt)))
-    assert loaded.card()["weights_sha256"] == weights_identity(VisualConfig(name=name, weights=str(ckpt)))
-    ref = model.features if name == "vgg19" else torch.nn.Sequential(*list(model.children())[:-2])
+    loaded = build_visual(VisualConfig(name="resnet18", weights=str(ckpt)), input_size=64)
+    assert loaded.card()["weights_sha256"] == weights_identity(VisualConfig(name="resnet18", weights=str(ckpt)))
+    ref = torch.nn.Sequential(*list(model.children())[:-2]).eval()
     x = frames.permute(0, 3, 1, 2).float() / 255.0
     with torch.inference_mode():
-        want = ref.eval()((x - MEAN) / STD).permute(0, 2, 3, 1)
+        want = ref((x - MEAN) / STD).permute(0, 2, 3, 1)
     torch.testing.assert_close(loaded(frames), want, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(rand(frames), want)
     bad = tmp_path / "bad.pth"
     torch.save({"fc.weight": torch.zeros(3)}, bad)
     with pytest.raises(WeightsError, match="does not fit"):
-        build_visual(VisualConfig(name=name, weights=str(bad)))
+        build_visual(VisualConfig(name="resnet18", weights=str(bad)))
 
 
 def test_forward_float_is_differentiable_and_matches_uint8_path():
