@@ -57,3 +57,20 @@ def media_files(tmp_path_factory: pytest.TempPathFactory) -> MediaFiles:
     text = broken / "text.mp4"
     text.write_text("this is a text file, not a video\n", encoding="utf-8")
     return MediaFiles(bigbuckbunny=bbb, bikes=bikes, truncated=truncated, empty=empty, text=text)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset folder built once per session: 16 clips, 4 classes, seed 0.
+
+    Contract 1 (videos/, annotations.csv, boxes.csv) and contract 2 (manifest.parquet,
+    failures.parquet, boxes.parquet, dataset.json) in one folder; open it with
+    ``pipelines.manifest.load_dataset(path)``. Clips are 10 s, 160×160 at 10 fps, AAC 16 kHz.
+    Treat it as read-only: other tests share it.
+    """
+    from pipelines.build import BuildConfig, build_dataset
+    from pipelines.sources.synthetic import SyntheticSource
+
+    out = tmp_path_factory.mktemp("synthetic_dataset")
+    build_dataset(BuildConfig(source=SyntheticSource(clips=16, classes=4, seed=0), out=out, workers=2))
+    return out

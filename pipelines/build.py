@@ -1,0 +1,265 @@
+"""``build_dataset(BuildConfig) -> BuildSummary``: the one entry the build flow calls.
+
+A source (synthetic, folder, ave, youtube-csv) yields candidate clips in contract-1 terms;
+this module probes each with decord (in killable child processes, ``workers`` in parallel),
+hashes it, assigns labels and (where the source gives none) a seeded class-stratified split,
+and writes contract 2 (manifest.parquet, failures.parquet, boxes.parquet, dataset.json).
+A bad file never stops the build: it becomes a failure row with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipelines.manifest import BoxRecord, ClipRecord, DatasetCard, FailureRecord, write_dataset
+from pipelines.media import ClipDecoder, MediaError, MediaInfo
+from pipelines.sources.ave import AVESource, collect_ave
+from pipelines.sources.base import Candidate, Collected
+from pipelines.sources.folder import FolderSource, collect_folder
+from pipelines.sources.synthetic import SyntheticSource, generate_synthetic
+from pipelines.sources.youtube_csv import YoutubeCsvSource, collect_youtube_csv
+
+__all__ = ["BuildConfig", "BuildSummary", "build_dataset", "assign_splits", "SourceConfig"]
+
+log = logging.getLogger(__name__)
+
+SourceConfig = Annotated[
+    Union[SyntheticSource, FolderSource, AVESource, YoutubeCsvSource], Field(discriminator="kind")
+]
+
+
+class BuildConfig(BaseModel):
+    """Configuration of one dataset build.
+
+    Attributes:
+        source: which source and its parameters (``kind`` = synthetic | folder | ave | youtube-csv).
+        out: the dataset folder to write (contract 2; for synthetic also contract 1).
+        strict: when True, any failure row makes the build count as failed (non-zero exit in the CLI).
+        workers: parallel probe processes (and synthetic encoders / downloads).
+        probe_timeout_s: seconds one probe may take before its decord process is killed.
+        split_seed: seed of the class-stratified split for clips whose source gives none.
+        split_fractions: train/val/test fractions for that split.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: SourceConfig
+    out: Path
+    strict: bool = False
+    workers: int = Field(2, ge=1, le=64)
+    probe_timeout_s: float = Field(60.0, gt=0)
+    split_seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"split_fractions must be non-negative and sum to 1, got {v}")
+        return v
+
+
+class BuildSummary(BaseModel):
+    """What a build produced (small; no tensors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    out: Path
+    name: str
+    source: str
+    clips: int
+    failures: int
+    strict: bool
+    classes: list[str]
+    split_counts: dict[str, int]
+    class_counts: dict[str, int]
+    failure_counts: dict[str, int]
+    no_audio: int
+    fingerprint: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """False when the build was strict and had failures."""
+        return not (self.strict and self.failures > 0)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when :attr:`ok`, else 1 (what ``wherewhen dataset build`` exits with)."""
+        return 0 if self.ok else 1
+
+    def summary_line(self) -> str:
+        """One line for people: counts, splits, failures and where the dataset is."""
+        splits = " / ".join(f"{k} {v}" for k, v in self.split_counts.items()) or "no clips"
+        fails = ", ".join(f"{k} {v}" for k, v in self.failure_counts.items())
+        return (
+            f"{self.source} dataset {self.name!r}: {self.clips} clips ({splits}), {len(self.classes)} classes, "
+            f"{self.no_audio} without audio, {self.failures} failures{f' ({fails})' if fails else ''}"
+            f"{' [strict: FAILED]' if not self.ok else ''} -> {self.out} [fingerprint {self.fingerprint[:12]}] in {self.seconds:.1f} s"
+        )
+
+
+def assign_splits(clip_ids: list[str], labels: list[str], seed: int,
+                  fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> dict[str, str]:
+    """Seeded class-stratified split: {clip_id: train|val|test}.
+
+    Per class (in sorted order), the clip ids are sorted, shuffled with a Generator seeded by
+    (seed, class position) and cut by ``fractions``; a class with at least 3 clips gets at
+    least one val and one test clip when those fractions are non-zero. Independent of input order.
+    """
+    by_class: dict[str, list[str]] = {}
+    for cid, lab in zip(clip_ids, labels, strict=True):
+        by_class.setdefault(lab, []).append(cid)
+    out: dict[str, str] = {}
+    for k, lab in enumerate(sorted(by_class)):
+        ids = sorted(by_class[lab])
+        rng = np.random.default_rng([seed, k])
+        ids = [ids[i] for i in rng.permutation(len(ids))]
+        n = len(ids)
+        n_val = int(round(fractions[1] * n))
+        n_test = int(round(fractions[2] * n))
+        if n >= 3:
+            n_val = max(n_val, 1 if fractions[1] > 0 else 0)
+            n_test = max(n_test, 1 if fractions[2] > 0 else 0)
+        n_train = max(0, n - n_val - n_test)
+        for i, cid in enumerate(ids):
+            out[cid] = "train" if i < n_train else ("val" if i < n_train + n_val else "test")
+    return out
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
+def _collect(cfg: BuildConfig) -> Collected:
+    src = cfg.source
+    out = Path(cfg.out)
+    if isinstance(src, SyntheticSource):
+        gen = generate_synthetic(src, out, workers=cfg.workers)
+        col = collect_folder(FolderSource(root=out, name="synthetic"), out, source="synthetic")
+        col.classes = gen.classes
+        return col
+    if isinstance(src, FolderSource):
+        return collect_folder(src, out)
+    if isinstance(src, AVESource):
+        return collect_ave(src, out, workers=cfg.workers)
+    if isinstance(src, YoutubeCsvSource):
+        return collect_youtube_csv(src, out, workers=cfg.workers)
+    raise TypeError(f"unknown source {type(src).__name__}")
+
+
+def _probe_all(cands: list[Candidate], workers: int, timeout_s: float) -> list[tuple[Candidate, MediaInfo | MediaError, str, int]]:
+    """Probe + hash every candidate with ``workers`` threads, each owning one decord child."""
+    local = threading.local()
+    decoders: list[ClipDecoder] = []
+    lock = threading.Lock()
+
+    def work(c: Candidate) -> tuple[Candidate, MediaInfo | MediaError, str, int]:
+        dec = getattr(local, "dec", None)
+        if dec is None:
+            dec = local.dec = ClipDecoder(timeout_s=timeout_s)
+            with lock:
+                decoders.append(dec)
+        try:
+            info: MediaInfo | MediaError = dec.probe(c.path)
+        except MediaError as exc:
+            return c, exc, "", 0
+        digest, size = _sha256(c.path)
+        return c, info, digest, size
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(cands)))) as pool:
+            return list(pool.map(work, cands))
+    finally:
+        for d in decoders:
+            d.close()
+
+
+def build_dataset(config: BuildConfig) -> BuildSummary:
+    """Build (or rebuild) the dataset described by ``config``; see the module docstring.
+
+    Raises only for problems with the whole build (e.g. a missing annotations file, an
+    unreachable archive URL, a checksum mismatch); per-clip problems become failure rows.
+    """
+    t0 = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    col = _collect(config)
+    log.info("%s: %d candidate clips, %d failures before probing", col.source, len(col.candidates), len(col.failures))
+    failures: list[FailureRecord] = list(col.failures)
+    probed = _probe_all(col.candidates, config.workers, config.probe_timeout_s)
+
+    kept: list[tuple[Candidate, MediaInfo, str, int]] = []
+    for cand, info, digest, size in probed:
+        if isinstance(info, MediaError):
+            failures.append(FailureRecord(clip_id=cand.clip_id, relpath=cand.relpath, stage="probe",
+                                          error=info.error, message=info.message))
+            log.warning("%s", info.message)
+        else:
+            kept.append((cand, info, digest, size))
+
+    classes = list(col.classes) if col.classes else sorted(set(col.all_labels) | {c.label for c, *_ in kept})
+    class_idx = {name: i for i, name in enumerate(classes)}
+    need_split = [c for c, *_ in kept if c.split is None]
+    auto = assign_splits([c.clip_id for c in need_split], [c.label for c in need_split],
+                         config.split_seed, config.split_fractions)
+
+    clips: list[ClipRecord] = []
+    boxes: list[BoxRecord] = []
+    for cand, info, digest, size in kept:
+        if cand.label not in class_idx:
+            failures.append(FailureRecord(clip_id=cand.clip_id, relpath=cand.relpath, stage="annotate", error="unknown_label",
+                                          message=f"label {cand.label!r} of {cand.clip_id} is not one of the dataset's classes; fix the label"))
+            continue
+        start = 0.0 if cand.event_start_s is None else float(cand.event_start_s)
+        end = info.duration_s if cand.event_end_s is None else float(cand.event_end_s)
+        clips.append(ClipRecord(
+            clip_id=cand.clip_id, relpath=cand.relpath, sha256=digest, bytes=size,
+            duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
+            has_audio=info.has_audio, audio_sample_rate=info.audio_sample_rate,
+            label=cand.label, label_idx=class_idx[cand.label], split=cand.split or auto[cand.clip_id],
+            event_start_s=start, event_end_s=end, source=col.source,
+        ))
+        for b in col.boxes.get(cand.clip_id, []):
+            boxes.append(BoxRecord(clip_id=cand.clip_id, segment=b.segment, x0=b.x0, y0=b.y0, x1=b.x1, y1=b.y1,
+                                   width=info.width, height=info.height))
+
+    build_params = {
+        "source": config.source.model_dump(mode="json"),
+        "split_seed": config.split_seed,
+        "split_fractions": list(config.split_fractions),
+    }
+    card = write_dataset(out, clips, failures, boxes, {
+        "name": col.name, "source": col.source, "classes": classes,
+        "media_root": col.media_root_card, "build": build_params, "fingerprint": "", "num_clips": 0, "num_failures": 0,
+    })
+    class_counts: dict[str, int] = {}
+    for c in clips:
+        class_counts[c.label] = class_counts.get(c.label, 0) + 1
+    failure_counts: dict[str, int] = {}
+    for f in failures:
+        failure_counts[f.error] = failure_counts.get(f.error, 0) + 1
+    summary = BuildSummary(
+        out=out, name=col.name, source=col.source, clips=len(clips), failures=len(failures), strict=config.strict,
+        classes=classes, split_counts={k: card.split_counts.get(k, 0) for k in ("train", "val", "test")},
+        class_counts=dict(sorted(class_counts.items())), failure_counts=dict(sorted(failure_counts.items())),
+        no_audio=sum(not c.has_audio for c in clips), fingerprint=card.fingerprint,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+    log.info("%s", summary.summary_line())
+    return summary
