@@ -131,7 +131,8 @@ def collect_folder(cfg: FolderSource, out_dir: Path, source: str = "folder") -> 
                 by_stem.setdefault(p.stem, []).append(p)
     col = Collected(source=source, name=cfg.name or root.name, media_root=root,
                     media_root_card=media_root_for_card(root, out_dir),
-                    all_labels=[r["label"] for r in rows])
+                    all_labels=[r["label"] for r in rows], failures=list(failures))
+    bad_rows = {f.clip_id for f in failures}
     annotated = set()
     for r in rows:
         vid = r["video_id"]
@@ -148,7 +149,7 @@ def collect_folder(cfg: FolderSource, out_dir: Path, source: str = "folder") -> 
         col.candidates.append(Candidate(clip_id=vid, path=path, relpath=path.relative_to(root).as_posix(),
                                         label=r["label"], split=r["split"], event_start_s=r["start_s"], event_end_s=r["end_s"]))
     for stem, files in sorted(by_stem.items()):
-        if stem not in annotated and not any(f["clip_id"] == stem for f in (x.model_dump() for x in failures)):
+        if stem not in annotated and stem not in bad_rows:
             col.failures.append(FailureRecord(
                 clip_id=stem, relpath=files[0].relative_to(root).as_posix(), stage="annotate", error="unannotated",
                 message=f"{files[0]} has no row in {ann_path}; add a row (video_id,label) to use it, or move the file out"))

@@ -29,6 +29,12 @@ def make_clip(path: Path, seconds: float = 3.0, size: int = 64, fps: int = 10,
     return path
 
 
+@pytest.fixture(scope="session")
+def clip_maker():
+    """The :func:`make_clip` function (fixtures are how test modules share helpers here)."""
+    return make_clip
+
+
 @dataclass
 class LoopbackServer:
     """Files served on 127.0.0.1 with optional faults.
