@@ -59,11 +59,12 @@ class AVEAtt(Head):
         b, t, h, w, cv = visual.shape
         n = h * w
         lengths = _lengths(segment_mask)
-        v = self.drop(self.proj_v(visual.reshape(b, t, n, cv)))
-        a = self.drop(self.proj_a(audio))
+        v = self.proj_v(visual.reshape(b, t, n, cv))
+        a = self.proj_a(audio)
         alpha = torch.softmax(self.spatial(v, a.unsqueeze(2)), dim=-1)
         alpha = torch.where(segment_mask.unsqueeze(-1), alpha, torch.full_like(alpha, 1.0 / n))
-        v_att = torch.einsum("btn,btnd->btd", alpha, v)
+        v_att = self.drop(torch.einsum("btn,btnd->btd", alpha, v))
+        a = self.drop(a)
         fused = torch.cat([self._bilstm(self.lstm_a, a, lengths), self._bilstm(self.lstm_v, v_att, lengths)], dim=-1)
         fused = self.drop(fused)
         logits = self.classifier(masked_mean(fused, segment_mask))

@@ -29,8 +29,8 @@ class HeadOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    d_model: int = Field(128, ge=1)
-    attn_dim: int = Field(64, ge=1)
+    d_model: int = Field(64, ge=1)
+    attn_dim: int = Field(32, ge=1)
     hidden_dim: int = Field(128, ge=1)
     lstm_hidden: int = Field(64, ge=1)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)

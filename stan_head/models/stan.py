@@ -52,14 +52,17 @@ class STAN(Head):
         self.check_inputs(visual, audio, segment_mask)
         b, t, h, w, cv = visual.shape
         n = h * w
-        v = self.drop(self.proj_v(visual.reshape(b, t, n, cv)))  # (B,T,N,d)
-        a = self.drop(self.proj_a(audio))  # (B,T,d)
+        v = self.proj_v(visual.reshape(b, t, n, cv))  # (B,T,N,d)
+        a = self.proj_a(audio)  # (B,T,d)
 
         # Where: audio-guided spatial attention over the N regions of each segment.
         scores = self.spatial(v, a.unsqueeze(2))  # (B,T,N)
         alpha = torch.softmax(scores, dim=-1)
         alpha = torch.where(segment_mask.unsqueeze(-1), alpha, torch.full_like(alpha, 1.0 / n))
-        v_att = torch.einsum("btn,btnd->btd", alpha, v)  # (B,T,d)
+        # Dropout on the pooled vectors, not on the B·T·N region features: same regularisation of
+        # what the classifier sees, without drawing B·T·N·d random numbers per step.
+        v_att = self.drop(torch.einsum("btn,btnd->btd", alpha, v))  # (B,T,d)
+        a = self.drop(a)
 
         # When: temporal attention per modality with the other modality's mean as context.
         ctx_v = masked_mean(v_att, segment_mask).unsqueeze(1)  # (B,1,d)
