@@ -226,7 +226,7 @@ def _shape_mask(shape: str, n: int) -> np.ndarray:
         return (r <= 0.98) & (r >= 0.55)
     if shape == "star":
         ang = np.arctan2(v, u)
-        edge = 0.5 + 0.48 * (0.5 + 0.5 * np.cos(5 * ang + np.pi / 2)) ** 2
+        edge = 0.6 + 0.38 * (0.5 + 0.5 * np.cos(5 * ang + np.pi / 2)) ** 2
         return r <= edge
     raise ValueError(f"unknown shape {shape}")
 
@@ -286,7 +286,7 @@ def _background(rng: np.random.Generator, s: int) -> np.ndarray:
 
 
 def _sound(kind: str, t: np.ndarray, rng: np.random.Generator, rate: int) -> np.ndarray:
-    """Float (len(t),) roughly unit-peak waveform with the class's spectral signature."""
+    """Float (len(t),) unit-RMS waveform with the class's spectral signature."""
     two_pi = 2 * np.pi
     if kind == "chord":  # major triad with harmonics
         x = sum(np.sin(two_pi * f * t) + 0.3 * np.sin(two_pi * 2 * f * t) for f in (262.0, 330.0, 392.0))
@@ -299,12 +299,13 @@ def _sound(kind: str, t: np.ndarray, rng: np.random.Generator, rate: int) -> np.
         freqs = np.fft.rfftfreq(len(t), 1 / rate)
         spec[(freqs < 2000) | (freqs > 4000)] = 0
         x = np.fft.irfft(spec, n=len(t))
-    elif kind == "clicks":  # click train, 12 Hz
+    elif kind == "clicks":  # click train: 20-ms decaying noise bursts, 10 per second
         x = np.zeros_like(t)
-        period = int(rate / 12)
+        period, burst = int(rate / 10), int(0.02 * rate)
+        env = np.exp(-np.arange(burst) / (0.004 * rate))
         for k in range(0, len(t), period):
-            m = min(len(t), k + 40)
-            x[k:m] = np.exp(-np.arange(m - k) / 8.0) * np.sign(np.sin(np.arange(m - k)))
+            m = min(len(t), k + burst)
+            x[k:m] = env[: m - k] * rng.standard_normal(m - k)
     elif kind == "am_tone":  # 700 Hz amplitude-modulated at 6 Hz
         x = np.sin(two_pi * 700 * t) * (0.5 + 0.5 * np.sin(two_pi * 6 * t))
     elif kind == "buzz":  # 150 Hz square wave (odd harmonics)
@@ -316,7 +317,7 @@ def _sound(kind: str, t: np.ndarray, rng: np.random.Generator, rate: int) -> np.
     else:
         raise ValueError(f"unknown sound {kind}")
     x = np.asarray(x, dtype=np.float64)
-    return x / (np.abs(x).max() + 1e-9)
+    return x / (np.sqrt(np.mean(x**2)) + 1e-9)
 
 
 def render_clip(cfg: SyntheticSource, plan: ClipPlan, path: Path) -> None:
@@ -339,7 +340,7 @@ def render_clip(cfg: SyntheticSource, plan: ClipPlan, path: Path) -> None:
     nf = min(int(0.01 * rate), (b - a) // 2)
     fade[:nf] = np.linspace(0, 1, nf)
     fade[-nf:] = np.linspace(1, 0, nf)
-    audio[a:b] += plan.gain * seg * fade
+    audio[a:b] += 0.5 * plan.gain * seg * fade  # event RMS 0.12-0.2 over a 0.02 noise floor
     with atomic_path(path) as tmp:
         with Mp4Writer(tmp, s, s, fps, audio_rate=rate, crf=cfg.crf) as writer:
             for i in range(n_frames):
