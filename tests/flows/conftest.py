@@ -44,3 +44,18 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
         stop_process(proc)
 
 
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory):
+    """A small synthetic dataset (6 clips of 3 s at 64², 3 classes), built once per session by the
+    real generator and build (``pipelines.build.build_dataset``); small so that the end-to-end
+    extraction tests stay within their CI budget on 2 cores."""
+    from pipelines.build import BuildConfig, build_dataset
+    from pipelines.sources.synthetic import SyntheticSource
+
+    out = tmp_path_factory.mktemp("tiny-synthetic") / "dataset"
+    source = SyntheticSource(clips=6, classes=3, seed=0, duration_s=3, size=64, min_event_s=1)
+    summary = build_dataset(BuildConfig(source=source, out=out, workers=1))
+    assert summary.clips == 6 and summary.failures == 0, summary.summary_line()
+    return out

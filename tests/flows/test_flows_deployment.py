@@ -27,8 +27,8 @@ def _deployment_run(server, params: dict[str, str]) -> str:
     return match.group(1)
 
 
-def test_serve_and_run_extract_features_deployment(prefect_server, synthetic_dataset, tmp_path: Path) -> None:
-    dataset_dir = dataset_dir_of(synthetic_dataset)
+def test_serve_and_run_extract_features_deployment(prefect_server, tiny_dataset, tmp_path: Path) -> None:
+    dataset_dir = dataset_dir_of(tiny_dataset)
     out_root = tmp_path / "features"
     serve_log = tmp_path / "serve.log"
     with serve_log.open("wb") as fh:
