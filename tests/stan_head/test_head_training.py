@@ -146,3 +146,16 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(tiny_store, tmp_pat
     lines = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
     assert lines == list(range(1, epochs + 1))
     assert resumed.test_accuracy == reference.test_accuracy
+
+
+def test_trains_directly_from_ave_released_layout(tiny_store, tmp_path):
+    from features.ave_interop import export_ave
+
+    ave_dir = export_ave(FeatureStore.open(tiny_store), tmp_path / "ave")
+    summary = train_head(_cfg(ave_dir, tmp_path / "run", epochs=10))
+    assert summary.store_id.startswith("ave-")
+    assert summary.test_accuracy is not None and summary.test_accuracy >= 0.75  # chance: 1/3
+    run = load_run(summary.run_dir, store=FeatureStore.open(ave_dir))
+    assert run.card.classes == ["class0", "class1", "class2"]
+    with pytest.raises(StoreMismatchError, match="teststore01"):
+        load_run(summary.run_dir, store=FeatureStore.open(tiny_store))
