@@ -1,8 +1,8 @@
 """Probing and decoding video files with decord, in a child process that can be killed.
 
 decord can hang or crash on broken files (dmlc/decord issue 373), so every call that opens a
-file with decord runs in a child process started with the ``spawn`` method (never ``fork``:
-the parent may hold torch threads). :class:`ClipDecoder` keeps one child alive across many
+file with decord runs in a child process: a fresh interpreter (``python -m pipelines.media``,
+i.e. spawn semantics; never ``fork``, since the parent may hold torch threads). :class:`ClipDecoder` keeps one child alive across many
 clips for throughput; when a call times out or the child dies, the child is killed, the call
 raises :class:`MediaError` and the next call starts a fresh child. Decoded arrays come back
 over the pipe as raw bytes (no pickling of large arrays).
@@ -11,8 +11,9 @@ over the pipe as raw bytes (no pickling of large arrays).
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
+import subprocess
+import sys
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -307,12 +308,11 @@ def _child_decode(path: str, spec: SegmentSpec, num_threads: int) -> tuple[dict,
     return header, frames.tobytes(), seg_audio.tobytes()
 
 
-def _serve(conn: Connection, num_threads: int) -> None:
-    """Child main loop: answer probe/decode requests until the pipe closes."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+def _serve(rx: Connection, conn: Connection, num_threads: int) -> None:
+    """Child main loop: answer probe/decode requests from ``rx`` on ``conn`` until the pipe closes."""
     while True:
         try:
-            op, path, arg = conn.recv()
+            op, path, arg = rx.recv()
         except (EOFError, OSError):
             return
         try:
@@ -334,6 +334,18 @@ def _serve(conn: Connection, num_threads: int) -> None:
             conn.send(("err", text))
 
 
+def _child_main() -> None:
+    """Entry of ``python -m pipelines.media``: the protocol runs on the original stdin/stdout.
+
+    Stray writes to stdout by native libraries would corrupt the protocol, so the protocol gets
+    its own duplicate of fd 1 and fd 1 is pointed at stderr.
+    """
+    proto_out = os.dup(1)
+    os.dup2(2, 1)
+    num_threads = int(os.environ.get("WHEREWHEN_DECORD_THREADS", "1"))
+    _serve(Connection(0, writable=False), Connection(proto_out, readable=False), num_threads)
+
+
 # --------------------------------------------------------------------------------------------
 # parent side
 
@@ -345,6 +357,12 @@ class ClipDecoder:
     :meth:`close`. Each call waits at most ``timeout_s`` seconds; then the child is killed,
     :class:`MediaError` (``timeout``) is raised and the next call starts a new child.
 
+    The child is a fresh interpreter (``python -m pipelines.media``, started with
+    :class:`subprocess.Popen`: spawn semantics, nothing forked from a parent holding torch
+    threads, and it works inside daemonic processes such as Dask workers, where
+    :mod:`multiprocessing` may not start children). Requests and replies travel over its
+    stdin/stdout as :class:`multiprocessing.connection.Connection` messages and raw bytes.
+
     Args:
         timeout_s: seconds one probe or decode may take.
         num_threads: decord decoding threads inside the child.
@@ -353,37 +371,60 @@ class ClipDecoder:
     def __init__(self, timeout_s: float = 60.0, num_threads: int = 1) -> None:
         self.timeout_s = float(timeout_s)
         self.num_threads = int(num_threads)
-        self._ctx = mp.get_context("spawn")
-        self._proc: Any = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._tx: Connection | None = None
         self._conn: Connection | None = None
         self.restarts = 0
 
     # lifecycle ------------------------------------------------------------------------------
+    def _alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def _start(self) -> None:
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=_serve, args=(child, self.num_threads), daemon=True,
-                                 name="wherewhen-decord")
-        proc.start()
-        child.close()
-        self._proc, self._conn = proc, parent
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])  # so the child imports this very package
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["WHEREWHEN_DECORD_THREADS"] = str(self.num_threads)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.media"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env=env, close_fds=True,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        self._proc = proc
+        self._tx = Connection(os.dup(proc.stdin.fileno()), readable=False)
+        self._conn = Connection(os.dup(proc.stdout.fileno()), writable=False)
+        proc.stdin.close()
+        proc.stdout.close()
 
     def _kill(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        for c in (self._tx, self._conn):
+            if c is not None:
+                try:
+                    c.close()
+                except OSError:
+                    pass
         if self._proc is not None:
-            if self._proc.is_alive():
+            if self._proc.poll() is None:
                 self._proc.kill()
-            self._proc.join(timeout=5)
-        self._proc, self._conn = None, None
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a kill -9 that does not end
+                log.error("decoder process %d did not exit after SIGKILL", self._proc.pid)
+        self._proc, self._tx, self._conn = None, None, None
 
     def close(self) -> None:
-        """Stop the child process."""
-        if self._proc is not None and self._proc.is_alive() and self._conn is not None:
+        """Stop the child process (closing its stdin ends its loop; killed if it does not exit)."""
+        if self._alive() and self._tx is not None:
             try:
-                self._conn.close()
+                self._tx.close()
             except OSError:
                 pass
-            self._proc.join(timeout=2)
+            self._tx = None
+            try:
+                self._proc.wait(timeout=2)  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                pass
         self._kill()
 
     def __enter__(self) -> "ClipDecoder":
@@ -409,7 +450,7 @@ class ClipDecoder:
         try:
             return self._conn.recv_bytes() if what == "bytes" else self._conn.recv()
         except (EOFError, OSError, ConnectionError) as exc:
-            code = self._proc.exitcode if self._proc is not None else None
+            code = self._proc.poll() if self._proc is not None else None
             self._kill()
             self.restarts += 1
             raise _explain(path, "crashed", f"exit code {code}: {type(exc).__name__}") from None
@@ -418,19 +459,25 @@ class ClipDecoder:
         sniff = sniff_file(path)
         if sniff is not None:
             raise _explain(path, sniff)
-        if self._proc is None or not self._proc.is_alive():
+        if not self._alive():
             if self._proc is not None:
                 self._kill()
             self._start()
-        assert self._conn is not None
+        assert self._tx is not None
         try:
-            self._conn.send((op, str(path), arg))
+            self._tx.send((op, str(path), arg))
         except (OSError, BrokenPipeError):
             self._kill()
             self._start()
-            self._conn.send((op, str(path), arg))
+            assert self._tx is not None
+            self._tx.send((op, str(path), arg))
         status, payload = self._recv(path, "message")
         if status != "ok":
+            if "DECORDArrayCopyFromTo" in str(payload) and op == "decode":
+                raise ValueError(
+                    f"decord cannot resize frames to frame_size={arg['frame_size']} (a decord 0.6 bug at some sizes, "
+                    "e.g. 16, 24, 48); choose another frame_size such as 32, 64, 112 or 224"
+                )
             raise _classify_decord_error(path, str(payload))
         return payload
 
@@ -449,7 +496,8 @@ class ClipDecoder:
         Frames are sampled at :func:`pipelines.segments.frame_times` (segment centres for F=1)
         and resized by decord to ``spec.frame_size`` squared. Segments whose centre is past the
         end of the clip are zeros and False in ``segment_mask``; a clip is never stretched.
-        Raises :class:`MediaError` on any failure.
+        Raises :class:`MediaError` when the file cannot be decoded, ValueError when decord
+        cannot resize to ``spec.frame_size`` (a decord bug at a few sizes, e.g. 16, 24, 48).
         """
         path = Path(path)
         header = self._call("decode", path, spec.model_dump())
@@ -479,3 +527,7 @@ def decode_clip(path: str | os.PathLike[str], spec: SegmentSpec, timeout_s: floa
     """
     with ClipDecoder(timeout_s=timeout_s) as dec:
         return dec.decode(path, spec)
+
+
+if __name__ == "__main__":
+    _child_main()

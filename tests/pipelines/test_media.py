@@ -77,6 +77,11 @@ def test_broken_files_raise_actionable_errors(media_files, name: str, error: str
         assert dec.probe(media_files.bikes).num_frames == 250
 
 
+def test_size_decord_cannot_resize_to_is_a_config_error_not_a_bad_file(media_files) -> None:
+    with pytest.raises(ValueError, match="frame_size=48"):
+        decode_clip(media_files.bikes, SegmentSpec(num_segments=1, frame_size=48))
+
+
 def test_missing_file(tmp_path) -> None:
     with pytest.raises(MediaError) as exc:
         probe(tmp_path / "nope.mp4")
@@ -102,6 +107,43 @@ def test_crashed_child_is_reported_and_replaced(media_files) -> None:
     with ClipDecoder(timeout_s=60) as dec:
         dec.probe(media_files.bikes)
         dec._proc.kill()  # the child dies between calls (e.g. the OOM killer)
-        dec._proc.join()
+        dec._proc.wait()
         # a dead child is noticed before sending and replaced
         assert dec.probe(media_files.bikes).has_audio is False
+
+
+def test_child_dying_mid_call_is_a_crash_error(media_files) -> None:
+    import threading
+
+    with ClipDecoder(timeout_s=120) as dec:
+        dec.probe(media_files.bikes)
+        victim = dec._proc
+        timer = threading.Timer(0.3, victim.kill)  # killed while decoding 250 full-size frames
+        timer.start()
+        try:
+            with pytest.raises(MediaError) as exc:
+                dec.decode(media_files.bigbuckbunny, SegmentSpec(frame_size=256, frames_per_segment=25))
+        finally:
+            timer.cancel()
+        assert exc.value.error == "crashed" and dec.restarts == 1
+        assert dec.decode(media_files.bikes, SegmentSpec(num_segments=2, frame_size=32)).frames.shape == (2, 1, 32, 32, 3)
+
+
+def test_decoder_works_inside_a_daemonic_process(media_files) -> None:
+    """Dask workers are daemonic processes; the decoder must still start its child there."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_decode_in_daemon, args=(str(media_files.bikes), q), daemon=True)
+    p.start()
+    result = q.get(timeout=120)
+    p.join(timeout=30)
+    assert result == (2, 1, 32, 32, 3)
+
+
+def _decode_in_daemon(path: str, q) -> None:
+    try:
+        q.put(decode_clip(path, SegmentSpec(num_segments=2, frame_size=32)).frames.shape)
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        q.put(repr(exc))
