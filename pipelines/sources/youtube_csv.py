@@ -140,8 +140,17 @@ def collect_youtube_csv(cfg: YoutubeCsvSource, out_dir: Path, workers: int = 1) 
                     src.unlink(missing_ok=True)
         return Candidate(clip_id=clip_id, path=dst.resolve(), relpath=rel, label=r["label"], split=r["split"])
 
+    unique, seen = [], set()
+    for line_no, r in enumerate(rows, start=1):
+        key = f"{r['youtube_id']}_{int(r['start_s']):06d}"
+        if key in seen:
+            col.failures.append(FailureRecord(clip_id=key, relpath="", stage="annotate", error="duplicate_id",
+                                              message=f"{cfg.csv} row {line_no}: {r['youtube_id']} at {r['start_s']} s is listed twice; keep one row"))
+            continue
+        seen.add(key)
+        unique.append(r)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for res in pool.map(one, rows):
+        for res in pool.map(one, unique):
             if isinstance(res, FailureRecord):
                 log.warning("%s", res.message)
                 col.failures.append(res)
