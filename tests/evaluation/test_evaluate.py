@@ -1,0 +1,52 @@
+"""evaluate_run end to end on real features of the synthetic dataset and a briefly trained STAN."""
+
+import json
+
+import numpy as np
+import pytest
+
+from stan_head.evaluation.evaluate import EvaluateConfig, EvaluationSummary, evaluate_run
+
+
+@pytest.mark.slow
+def test_evaluate_run_writes_a_complete_report(evaluation_run, tmp_path):
+    store_dir, run_dir = evaluation_run
+    out = tmp_path / "report"
+    cfg = EvaluateConfig(run=run_dir, store=store_dir, out=out, split="train", max_clips=6, device="cpu",
+                         step_iterations=15, step_max_clips=3, overlays=2, deletion_steps=4)
+    summary = evaluate_run(cfg)
+    assert isinstance(summary, EvaluationSummary)
+    assert summary.clips == 6
+    for path in [summary.report_json, summary.report_md, *summary.figures]:
+        assert path.is_file() and path.stat().st_size > 0
+    assert {p.name for p in summary.figures} == {"pointing.png", "curves.png", "overlays.png"}
+
+    report = json.loads(summary.report_json.read_text())
+    names = report["explainers"]
+    assert names == ["attention", "attention_v", "gradcam", "step", "random", "centre"]
+    assert report["scores"]["step"]["clips"] == 3 and report["scores"]["attention"]["clips"] == 6
+    assert report["reliability_clips"] == 3
+    for name in names:
+        s = report["scores"][name]
+        # the synthetic dataset has boxes for event segments, and event + background segments
+        assert s["pointing_pairs"] > 0 and 0.0 <= s["pointing"] <= 1.0
+        for key in ("deletion_regions", "insertion_regions", "deletion_segments", "insertion_segments"):
+            assert 0.0 <= s["auc"][key] <= 1.0
+        curve = s["curves"]["regions"]
+        assert len(curve["fractions"]) == 5 and curve["fractions"][0] == 0.0 and curve["fractions"][-1] == 1.0
+        # deleting nothing and inserting everything both give the unperturbed clip's probability
+        assert curve["deletion"][0] == pytest.approx(curve["insertion"][-1], abs=1e-5)
+    assert set(report["reliability"]) >= {"pointing", "deletion_regions", "insertion_segments"}
+    alphas = [a for a in report["reliability"].values() if a is not None]
+    assert alphas and all(-1.0 <= a <= 1.0 for a in alphas)
+
+    md = summary.report_md.read_text()
+    for name in names:
+        assert f"| {name} |" in md
+    assert "![overlays](overlays.png)" in md
+    assert np.isfinite(summary.accuracy)
+
+
+def test_unknown_explainer_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown explainer"):
+        EvaluateConfig(run=tmp_path, store=tmp_path, out=tmp_path, explainers=("attention", "nope"))
