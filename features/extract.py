@@ -13,10 +13,13 @@ Entry points (what the flows and the CLI call):
   ``Client(dask_address)``, or on a given client; a complete store returns at once (no cluster).
 
 Reproducibility: the store-id is a hash of (dataset fingerprint, extractor names + weights sha256,
-segment spec, format, shard size, batch size). Clips are sorted by clip_id and cut into shards of
-``shard_size``; the frames of a shard are batched in clip order into batches of ``batch_size``.
-Neither depends on the number of workers, so on the same device the stored values (and their
-per-clip sha256) do not depend on the worker count either (tests/features/test_extract.py).
+segment spec, format, shard size, batch size, torch threads per task). Clips are sorted by clip_id
+and cut into shards of ``shard_size``; the frames of a shard are batched in clip order into
+batches of ``batch_size``; every task runs torch with ``torch_threads`` threads. None of these
+depends on the number of workers or on which worker runs a shard, so on the same device and
+software the stored bytes (and the per-clip sha256) are identical for any worker count, in
+process, on a LocalCluster or on a remote scheduler (tests/features/test_features_extract.py).
+Across devices (CPU vs CUDA) or library versions values may differ in the last float16 bit.
 """
 
 from __future__ import annotations
@@ -74,7 +77,10 @@ class ExtractConfig(BaseModel):
         segment: the segmentation (T, seconds, frames per segment, frame size, audio rate).
         shard_size: clips per shard (= per Dask task).
         batch_size: frames per CNN forward (batched across clips).
-        torch_threads: torch intra-op threads per worker; None = cores // workers.
+        torch_threads: torch intra-op threads per shard task (default 1). Fixed, not derived from the
+            worker count: oneDNN's CPU convolutions round differently with different thread counts
+            (float32 differences ~1e-5 that change some float16 values), so it is part of the
+            store-id. One worker per core x 1 thread uses every core without oversubscription.
         decode_timeout_s: seconds one clip's decode may take before its child process is killed.
         prefetch: decoded clips kept ready ahead of the CNN.
     """
@@ -92,7 +98,7 @@ class ExtractConfig(BaseModel):
     segment: SegmentSpec = SegmentSpec()
     shard_size: int = Field(32, ge=1)
     batch_size: int = Field(32, ge=1)
-    torch_threads: int | None = Field(None, ge=1)
+    torch_threads: int = Field(1, ge=1)
     decode_timeout_s: float = Field(60.0, gt=0)
     prefetch: int = Field(2, ge=1)
 
@@ -182,6 +188,7 @@ def compute_store_id(fingerprint: str, cfg: ExtractConfig, visual_sha: str | Non
         "format": cfg.format,
         "shard_size": cfg.shard_size,
         "batch_size": cfg.batch_size,
+        "torch_threads": cfg.torch_threads,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -220,9 +227,6 @@ def plan_store(cfg: ExtractConfig) -> StorePlan:
     ]
     shards = [jobs[i:i + cfg.shard_size] for i in range(0, len(jobs), cfg.shard_size)]
     threads = cfg.torch_threads
-    if threads is None and cfg.dask_address is None:
-        workers = cfg.workers or (os.cpu_count() or 1)
-        threads = max(1, (os.cpu_count() or 1) // workers)
     return StorePlan(
         config=cfg, store_id=store_id, store_dir=store_dir, dataset_name=ds.card.name,
         dataset_fingerprint=ds.card.fingerprint, classes=list(ds.classes), code_version=code_version(),
@@ -314,16 +318,10 @@ def _decode_ahead(decoder: ClipDecoder, jobs: list[ClipJob], spec: SegmentSpec, 
 
 
 def _set_threads(plan: StorePlan) -> int:
-    threads = plan.torch_threads
-    if threads is None:  # an external cluster: share this machine's cores between the worker's task threads
-        try:
-            from distributed import get_worker
-
-            nthreads = get_worker().state.nthreads
-        except (ImportError, ValueError, AttributeError):
-            nthreads = 1
-        threads = max(1, (os.cpu_count() or 1) // max(1, nthreads))
-    torch.set_num_threads(threads)
+    """Set this process's torch intra-op threads to the plan's (fixed) count; return it."""
+    threads = int(plan.torch_threads or 1)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     return threads
 
 
@@ -340,6 +338,15 @@ def extract_shard(plan: StorePlan, shard: int) -> ShardResult:
         meta = read_shard_meta(path)
         log.info("shard %d: complete, skipped (%s)", shard, path)
         return ShardResult(**{**meta["result"], "skipped": True})
+    previous_threads = torch.get_num_threads()
+    try:
+        return _extract_shard(plan, shard, path)
+    finally:
+        if torch.get_num_threads() != previous_threads:   # in-process runs leave the caller as it was
+            torch.set_num_threads(previous_threads)
+
+
+def _extract_shard(plan: StorePlan, shard: int, path: Path) -> ShardResult:
     t_start = time.perf_counter()
     cfg = plan.config
     spec = cfg.segment
@@ -506,6 +513,7 @@ def dask_client(cfg: ExtractConfig) -> Iterator[Any]:
             client.close()
         return
     workers = cfg.workers or (os.cpu_count() or 1)
+    # non-daemonic workers may start the decoder's child process
     with dask.config.set({"distributed.worker.daemon": False}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster)
