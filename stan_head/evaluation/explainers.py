@@ -203,7 +203,9 @@ class GradCAMExplainer:
         with torch.enable_grad():
             out = head(visual, audio, batch.segment_mask)
             score = out.logits.gather(1, target.view(-1, 1).to(out.logits.device)).sum()
-            gv, ga = torch.autograd.grad(score, [visual, audio])
+            gv, ga = torch.autograd.grad(score, [visual, audio], allow_unused=True)
+        gv = torch.zeros_like(visual) if gv is None else gv  # a head may ignore a modality
+        ga = torch.zeros_like(audio) if ga is None else ga
         weights = gv.mean(dim=(2, 3), keepdim=True)  # (B, T, 1, 1, C)
         cam = torch.relu((weights * visual.detach()).sum(dim=-1))  # (B, T, H, W)
         temporal = (gv * visual.detach()).sum(dim=(2, 3, 4)) + (ga * audio.detach()).sum(dim=-1)
