@@ -24,7 +24,7 @@ import json
 import logging
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import current_process, get_context
 from pathlib import Path
 from typing import Literal
 
@@ -403,6 +403,9 @@ def generate_synthetic(cfg: SyntheticSource, root: Path, workers: int = 1) -> Sy
     plans = [plan_clip(cfg, i, int(labels[i])) for i in range(cfg.clips)]
     todo = [p for p in plans if not (videos / f"{p.video_id}.mp4").is_file()]
     jobs = [(cfg.model_dump(), p, str(videos / f"{p.video_id}.mp4")) for p in todo]
+    if workers > 1 and len(jobs) > 1 and current_process().daemon:
+        log.info("running inside a daemonic process (e.g. a Dask worker): encoding %d clips in-process", len(jobs))
+        workers = 1
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
             for vid in pool.map(_render_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))):
