@@ -117,6 +117,7 @@ def curves_figure(report: EvaluationReport, path: Path) -> Path:
             ax.set_ylabel("p(target)")
             ax.set_ylim(0, 1.02)
             ax.legend(fontsize=7)
+    fig.tight_layout()
     return _png(fig, path)
 
 

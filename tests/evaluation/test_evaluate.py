@@ -50,3 +50,19 @@ def test_evaluate_run_writes_a_complete_report(evaluation_run, tmp_path):
 def test_unknown_explainer_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown explainer"):
         EvaluateConfig(run=tmp_path, store=tmp_path, out=tmp_path, explainers=("attention", "nope"))
+
+
+@pytest.mark.slow
+def test_evaluate_run_pixel_space_path(evaluation_run, tmp_path):
+    """Frames decoded from the store's dataset → the store's frozen CNN → the head."""
+    store_dir, run_dir = evaluation_run
+    cfg = EvaluateConfig(run=run_dir, store=store_dir, out=tmp_path / "px", split="train", max_clips=2, device="cpu",
+                         explainers=("attention",), pixel_space=True, deletion_steps=2, overlays=1)
+    summary = evaluate_run(cfg)
+    report = json.loads(summary.report_json.read_text())
+    for name in ("attention", "random", "centre"):
+        auc = report["scores"][name]["auc"]
+        assert 0.0 <= auc["deletion_pixels"] <= 1.0 and 0.0 <= auc["insertion_pixels"] <= 1.0
+        curve = report["scores"][name]["curves"]["pixels"]
+        assert len(curve["fractions"]) == 3
+    assert "deletion pixels" in summary.report_md.read_text()
