@@ -1,6 +1,7 @@
 """A small real feature store (HDF5 shards, index, card — written with features.store's writers)
 whose features carry a learnable signal: each class has a visual pattern placed at one random
-region per clip (the 'sounding object') during the event segments, and an audio pattern there too."""
+region per clip (the 'sounding object') during the event segments, and an audio pattern there too.
+``boxes.parquet`` holds that region's cell per event segment, so α can be scored against it."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def make_feature_store(
     mask = np.ones((clips, t), bool)
     mask[::5, t - 1] = False  # every fifth clip is one segment short
     seg_label = np.full((clips, t), num_classes, np.int64)
+    boxes = []
     for i in range(clips):
         start = rng.integers(0, t - 1)
         y, x = rng.integers(0, h), rng.integers(0, w)
@@ -46,6 +48,8 @@ def make_feature_store(
                 visual[i, s, y, x] += vis_pat[label[i]]
                 audio[i, s] += aud_pat[label[i]]
                 seg_label[i, s] = label[i]
+                boxes.append({"clip_id": f"clip{i:04d}", "segment": s, "x0": x / w, "y0": y / h,
+                              "x1": (x + 1) / w, "y1": (y + 1) / h})
     visual[~mask] = 0
     audio[~mask] = 0
     split = np.array(["train", "train", "train", "val", "test"])[np.arange(clips) % 5]
@@ -63,6 +67,7 @@ def make_feature_store(
                 "event_start_s": 0.0, "event_end_s": float(t), "has_audio": True,
             })
     write_parquet_atomic(store_dir / "index.parquet", pd.DataFrame(rows))
+    write_parquet_atomic(store_dir / "boxes.parquet", pd.DataFrame(boxes))  # the pattern's cell, [0, 1] of the frame
     write_card(store_dir, StoreCard(
         store_id=store_id, format=fmt, classes=[f"class{k}" for k in range(num_classes)], num_segments=t,
         visual_shape=(h, w, cv), audio_dim=ca, clips=clips, num_shards=(clips + shard_size - 1) // shard_size,
