@@ -386,7 +386,8 @@ def generate_synthetic(cfg: SyntheticSource, root: Path, workers: int = 1) -> Sy
 
     Resumable: a clip already written by an earlier run with the same parameters (recorded in
     ``synthetic.json``) is kept, so a crashed generation continues where it stopped. Videos are
-    encoded in a process pool of ``workers`` processes (spawn) when ``workers > 1``.
+    encoded in a process pool of ``workers`` processes (spawn) when ``workers > 1`` and there
+    are at least 8 clips to encode.
     """
     root = Path(root)
     videos = root / "videos"
@@ -406,7 +407,7 @@ def generate_synthetic(cfg: SyntheticSource, root: Path, workers: int = 1) -> Sy
     if workers > 1 and len(jobs) > 1 and current_process().daemon:
         log.info("running inside a daemonic process (e.g. a Dask worker): encoding %d clips in-process", len(jobs))
         workers = 1
-    if workers > 1 and len(jobs) > 1:
+    if workers > 1 and len(jobs) >= 8:  # below that, starting interpreters costs more than it saves
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
             for vid in pool.map(_render_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))):
                 log.debug("rendered %s", vid)
