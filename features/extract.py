@@ -25,6 +25,7 @@ Across devices (CPU vs CUDA) or library versions values may differ in the last f
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -43,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.extractors import AudioConfig, VisualConfig, build_audio, build_visual, resolve_device, weights_identity
 from features.labels import normalise_boxes, segment_labels
+from features.weights import WeightsError
 from features.store import (
     FeatureBatch, ShardData, StoreCard, clip_sha256, read_shard_meta, shard_path, write_card,
     write_parquet_atomic, write_shard,
@@ -130,6 +132,8 @@ class StorePlan(BaseModel):
     shards: list[list[ClipJob]]
     complete: bool
     torch_threads: int | None
+    visual_sha256: str | None = None
+    audio_sha256: str | None = None
     plan_s: float = 0.0
 
     @property
@@ -231,6 +235,7 @@ def plan_store(cfg: ExtractConfig) -> StorePlan:
         config=cfg, store_id=store_id, store_dir=store_dir, dataset_name=ds.card.name,
         dataset_fingerprint=ds.card.fingerprint, classes=list(ds.classes), code_version=code_version(),
         shards=shards, complete=_store_complete(store_dir, store_id), torch_threads=threads,
+        visual_sha256=visual_sha, audio_sha256=audio_sha,
         plan_s=time.perf_counter() - t0,
     )
 
@@ -317,6 +322,38 @@ def _decode_ahead(decoder: ClipDecoder, jobs: list[ClipJob], spec: SegmentSpec, 
         out.put(None)
 
 
+@functools.lru_cache(maxsize=2)
+def _extractors(visual: VisualConfig, audio: AudioConfig, device: str, frame_size: int, audio_rate: int,
+                visual_sha: str | None, audio_sha: str | None) -> tuple[Any, Any]:
+    """The frozen extractors, built once per process and reused by its later shard tasks.
+
+    Read-only after construction (inference only), so sharing them between tasks is safe; the
+    cache is bounded and keyed by everything that defines them, including the weights' sha256
+    the plan was made with (a weight file replaced under the same path is a different key), and
+    the loaded weights must match that sha256.
+    """
+    v = build_visual(visual, device=device, input_size=frame_size)
+    a = build_audio(audio, device=device, sample_rate=audio_rate)
+    for kind, got, want in (("visual", v.weights_sha256, visual_sha), ("audio", getattr(a, "weights_sha256", None), audio_sha)):
+        if (want if want != "random" else None) != got:
+            raise WeightsError(f"{kind} weights changed since the store was planned: sha256 {got}, planned {want}")
+    return v, a
+
+
+_decoders = threading.local()
+
+
+def _decoder(timeout_s: float) -> ClipDecoder:
+    """This thread's long-lived decoder child (started once, reused by later shards; restarted by
+    ClipDecoder itself after a hang or crash)."""
+    dec = getattr(_decoders, "decoder", None)
+    if dec is None or dec.timeout_s != float(timeout_s):
+        if dec is not None:
+            dec.close()
+        dec = _decoders.decoder = ClipDecoder(timeout_s=timeout_s, num_threads=1)
+    return dec
+
+
 def _set_threads(plan: StorePlan) -> int:
     """Set this process's torch intra-op threads to the plan's (fixed) count; return it."""
     threads = int(plan.torch_threads or 1)
@@ -352,8 +389,8 @@ def _extract_shard(plan: StorePlan, shard: int, path: Path) -> ShardResult:
     spec = cfg.segment
     threads = _set_threads(plan)
     device = resolve_device(cfg.device)
-    visual = build_visual(cfg.visual, device=device, input_size=spec.frame_size)
-    audio = build_audio(cfg.audio, device=device, sample_rate=spec.audio_rate)
+    visual, audio = _extractors(cfg.visual, cfg.audio, str(device), spec.frame_size, spec.audio_rate,
+                                plan.visual_sha256, plan.audio_sha256)
     t_models = time.perf_counter() - t_start
     jobs = plan.shards[shard]
     k = len(plan.classes)
@@ -367,48 +404,52 @@ def _extract_shard(plan: StorePlan, shard: int, path: Path) -> ShardResult:
     q: queue.Queue = queue.Queue(maxsize=cfg.prefetch)
     stop = threading.Event()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with ClipDecoder(timeout_s=cfg.decode_timeout_s, num_threads=1) as decoder:
-        worker = threading.Thread(target=_decode_ahead, args=(decoder, jobs, spec, q, stop),
-                                  name=f"decode-shard-{shard}", daemon=True)
-        worker.start()
-        try:
+    decoder = _decoder(cfg.decode_timeout_s)
+    # the decoder outlives the shard: the next shard in this thread reuses its child process
+    worker = threading.Thread(target=_decode_ahead, args=(decoder, jobs, spec, q, stop),
+                              name=f"decode-shard-{shard}", daemon=True)
+    worker.start()
+    try:
+        while True:
+            t = time.perf_counter()
+            item = q.get()
+            wait_s += time.perf_counter() - t
+            if item is None:
+                break
+            job, clip, err, dt = item
+            decode_s += dt
+            if err is None and clip.frames.shape != (t_num, f_num, s, s, 3):
+                err = ("extract", "bad_shape", f"{job.path}: decoder returned frames {clip.frames.shape}, "
+                       f"expected {(t_num, f_num, s, s, 3)}")
+            if err is not None:
+                stage, code, message = err
+                log.warning("shard %d: %s failed: %s", shard, job.clip_id, message)
+                failures.append({"clip_id": job.clip_id, "relpath": job.relpath, "stage": stage,
+                                 "error": code, "message": message})
+                continue
+            mask = np.asarray(clip.segment_mask, dtype=bool)
+            frames = np.ascontiguousarray(clip.frames[mask]).reshape(-1, s, s, 3)
+            owner = _Clip(job, clip, len(frames), visual.feature_shape)
+            t = time.perf_counter()
+            owner.audio = np.zeros((t_num, audio.dim), np.float32)
+            if mask.any():
+                owner.audio[mask] = audio(torch.from_numpy(np.ascontiguousarray(clip.audio[mask]))).numpy()
+            audio_s += time.perf_counter() - t
+            in_flight.append(owner)
+            batcher.add(owner, frames)
+            while in_flight and in_flight[0].done:
+                finished.append(in_flight.pop(0))
+        batcher.flush()
+        finished.extend(in_flight)
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
             while True:
-                t = time.perf_counter()
-                item = q.get()
-                wait_s += time.perf_counter() - t
-                if item is None:
-                    break
-                job, clip, err, dt = item
-                decode_s += dt
-                if err is None and clip.frames.shape != (t_num, f_num, s, s, 3):
-                    err = ("extract", "bad_shape", f"{job.path}: decoder returned frames {clip.frames.shape}, "
-                           f"expected {(t_num, f_num, s, s, 3)}")
-                if err is not None:
-                    stage, code, message = err
-                    log.warning("shard %d: %s failed: %s", shard, job.clip_id, message)
-                    failures.append({"clip_id": job.clip_id, "relpath": job.relpath, "stage": stage,
-                                     "error": code, "message": message})
-                    continue
-                mask = np.asarray(clip.segment_mask, dtype=bool)
-                frames = np.ascontiguousarray(clip.frames[mask]).reshape(-1, s, s, 3)
-                owner = _Clip(job, clip, len(frames), visual.feature_shape)
-                t = time.perf_counter()
-                owner.audio = np.zeros((t_num, audio.dim), np.float32)
-                if mask.any():
-                    owner.audio[mask] = audio(torch.from_numpy(np.ascontiguousarray(clip.audio[mask]))).numpy()
-                audio_s += time.perf_counter() - t
-                in_flight.append(owner)
-                batcher.add(owner, frames)
-                while in_flight and in_flight[0].done:
-                    finished.append(in_flight.pop(0))
-            batcher.flush()
-            finished.extend(in_flight)
-        finally:
-            stop.set()
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    q.get_nowait()
-            worker.join(timeout=cfg.decode_timeout_s + 5)
+                q.get_nowait()
+        worker.join(timeout=cfg.decode_timeout_s + 5)
+        if worker.is_alive():  # still inside a decode: never hand this decoder to another shard
+            _decoders.decoder = None
+            decoder.close()
 
     t = time.perf_counter()
     h, w, c = visual.feature_shape
