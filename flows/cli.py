@@ -305,8 +305,7 @@ def train(store: Path, model: str, out: Path, device, seed, epochs) -> None:
     from flows.train_head import train_head_flow
 
     summary = _run(train_head_flow, store=str(store), out=str(out), model=model, device=device, seed=seed, epochs=epochs)
-    data = summary.model_dump(mode="json")
-    click.echo("  ".join(f"{k}={v}" for k, v in data.items() if not isinstance(v, (dict, list))))
+    click.echo(summary.summary_line())
 
 
 @main.command(context_settings=CONTEXT)
@@ -324,9 +323,9 @@ def explain(run: Path, video: Path, out: Path, as_json: bool, mp4: bool, device)
     if as_json:
         click.echo(result.model_dump_json(indent=2))
     else:
-        data = result.model_dump(mode="json")
-        click.echo("  ".join(f"{k}={v}" for k, v in data.items() if not isinstance(v, (dict, list))))
-        click.echo(f"files in {out}")
+        click.echo(result.summary_line())
+        for name, path in result.files.items():
+            click.echo(f"  {name}: {path}")
 
 
 @main.command(context_settings=CONTEXT)
@@ -343,9 +342,9 @@ def evaluate(run: Path, store: Path, out: Path, split, max_clips, pixel_space, d
 
     summary = _run(evaluate_flow, run=str(run), store=str(store), out=str(out), split=split, max_clips=max_clips,
                    pixel_space=pixel_space, device=device)
-    click.echo(f"report: {out}")
-    data = summary.model_dump(mode="json")
-    click.echo("  ".join(f"{k}={v}" for k, v in data.items() if not isinstance(v, (dict, list))))
+    click.echo(f"report: {summary.report_md}  ({summary.report_json})")
+    click.echo(f"clips={summary.clips}  accuracy={summary.accuracy}  "
+               + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.headline.items()))
 
 
 # --------------------------------------------------------------------------- operations

@@ -50,9 +50,9 @@ def local_cluster_kwargs(workers: int | None = None) -> dict:
 def non_daemonic_local_cluster(**kwargs) -> LocalCluster:
     """A ``LocalCluster`` whose worker processes are not daemonic.
 
-    The shard task decodes video in a child process it can kill after a hang (pipelines.media);
-    a daemonic Dask worker is not allowed to start children. The same applies to workers you
-    start yourself with a nanny: set ``DASK_DISTRIBUTED__WORKER__DAEMON=False`` (or ``--no-nanny``).
+    A daemonic process may not start ``multiprocessing`` children, and tasks here may want to
+    (a process pool, a killable helper). Workers you start yourself behave the same way with
+    ``DASK_DISTRIBUTED__WORKER__DAEMON=False`` or ``dask worker --no-nanny``.
     """
     with dask.config.set({"distributed.worker.daemon": False}):
         return LocalCluster(**kwargs)

@@ -13,30 +13,42 @@ from typing import Literal, Optional
 from prefect import flow, get_run_logger, task
 
 from flows._params import build_config
+from flows.caching import cached_unless_missing, inputs_source_and_files
+from flows.train_head import run_files
 from flows.artifacts import artifact_key, images_markdown, publish_markdown, publish_table
 from stan_head.evaluation.evaluate import EvaluateConfig, EvaluationSummary, evaluate_run
 
 
-@task(name="evaluate-run", retries=1, retry_delay_seconds=5)
+def _evaluated_files(inputs: dict) -> list[Path]:
+    cfg = inputs["config"]
+    return [*run_files(cfg.run), Path(cfg.store) / "store.json"]
+
+
+@task(name="evaluate-run", cache_policy=inputs_source_and_files(_evaluated_files))
 def evaluate_task(config: EvaluateConfig) -> EvaluationSummary:
-    """Score the run's explanations; returns the library's summary (report paths, headline metrics)."""
+    """Score the run's explanations; returns the library's summary (report paths, headline metrics).
+
+    Cached on the config, this code, the run's weights and card and the store's card (the
+    evaluation is seeded); recomputed when the report is gone.
+    """
     summary = evaluate_run(config)
     get_run_logger().info("evaluation report in %s", config.out)
     return summary
 
 
 @task(name="publish-evaluation-artifacts")
-def publish_evaluation_artifacts(summary: EvaluationSummary, out: str) -> None:
-    """Headline metrics as a table; every PNG the report wrote as an inline, linked image."""
-    key = artifact_key("evaluate", out)
-    data = summary.model_dump(mode="json")
-    metrics = data.get("metrics") or data.get("headline") or {}
-    rows = [{"metric": k, "value": v} for k, v in metrics.items()] if isinstance(metrics, dict) else []
-    rows += [{"metric": k, "value": v} for k, v in data.items() if not isinstance(v, (dict, list))]
-    publish_table(key, rows, f"evaluate: {out}")
-    images = sorted(Path(out).rglob("*.png"))
-    if images:
-        publish_markdown(f"{key}-images", images_markdown(f"evaluation figures ({out})", images), "figures and overlays")
+def publish_evaluation_artifacts(summary: EvaluationSummary) -> None:
+    """Headline metrics and metric reliability as a table; the report's figures (pointing-game
+    bars, deletion/insertion curves, attention overlays) shown inline and linked."""
+    key = artifact_key("evaluate", summary.out)
+    rows = [{"metric": "accuracy", "value": summary.accuracy}, {"metric": "clips", "value": summary.clips}]
+    rows += [{"metric": k, "value": v} for k, v in summary.headline.items()]
+    rows += [{"metric": f"reliability α ({k})", "value": v} for k, v in summary.reliability.items()]
+    publish_table(key, rows, f"evaluate ({summary.split}): report {summary.report_md}")
+    figures = [Path(f) for f in summary.figures if Path(f).suffix.lower() in {".png", ".jpg", ".svg"}]
+    if figures:
+        publish_markdown(f"{key}-figures", images_markdown(f"evaluation figures ({summary.out})", figures),
+                         "pointing game, deletion/insertion curves and attention overlays")
 
 
 @flow(name="evaluate", log_prints=False)
@@ -53,6 +65,6 @@ def evaluate_flow(
     config = build_config(
         EvaluateConfig, run=run, store=store, out=out, split=split, max_clips=max_clips, pixel_space=pixel_space, device=device
     )
-    summary = evaluate_task(config)
-    publish_evaluation_artifacts(summary, out)
+    summary = cached_unless_missing(evaluate_task, [Path(config.out) / "report.json"])(config)
+    publish_evaluation_artifacts(summary)
     return summary

@@ -16,7 +16,7 @@ from flows.artifacts import artifact_key, images_markdown, publish_markdown, pub
 from stan_head.explain import ExplainConfig, ExplanationResult, explain_video
 
 
-@task(name="explain-video", retries=1, retry_delay_seconds=5)
+@task(name="explain-video")
 def explain_task(config: ExplainConfig) -> ExplanationResult:
     """Explain one video; returns the library's small result (class, probability, files)."""
     return explain_video(config)
@@ -26,9 +26,9 @@ def explain_task(config: ExplainConfig) -> ExplanationResult:
 def publish_explanation_artifacts(result: ExplanationResult, out: str) -> None:
     """The prediction as a table; the PNGs written as inline, linked images."""
     key = artifact_key("explain", out)
-    data = result.model_dump(mode="json")
-    publish_table(key, [{k: v for k, v in data.items() if not isinstance(v, (dict, list))}], f"explain: {out}")
-    images = sorted(Path(out).glob("*.png"))
+    rows = [{"rank": i + 1, "class": s.label, "probability": s.probability} for i, s in enumerate(result.top_k)]
+    publish_table(key, rows, result.summary_line())
+    images = sorted(Path(p) for p in result.files.values() if Path(p).suffix.lower() == ".png")
     if images:
         publish_markdown(f"{key}-images", images_markdown(f"where and when ({out})", images), "attention overlays")
 

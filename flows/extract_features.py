@@ -37,7 +37,7 @@ class ShardOutcome(BaseModel):
     result: ShardResult
 
 
-@task(name="plan-store", retries=1)
+@task(name="plan-store")
 def plan_store_task(config: ExtractConfig) -> StorePlan:
     """Plan the store (store-id, shards of clips, whether it is already complete).
 
@@ -82,7 +82,7 @@ def extract_shards_flow(plan: StorePlan) -> list[ShardOutcome]:
     return [f.result() for f in futures]
 
 
-@task(name="finalize-store", retries=1)
+@task(name="finalize-store")
 def finalize_store_task(plan: StorePlan, outcomes: list[ShardOutcome]) -> StoreSummary:
     """Write the index, the failures and (last) the store card from the shard results."""
     return finalize_store(plan, [o.result for o in outcomes])

@@ -1,7 +1,8 @@
 """The ``train-head`` flow: feature store → trained head (STAN or a baseline) in a run folder.
 
-Tasks: ``train-head`` (``stan_head.train.train_head``; the library resumes from the run
-folder's checkpoint, so a retry continues) → ``publish-train-artifacts`` (metrics table).
+Tasks: ``train-head`` (``stan_head.train.train_head``; cached on inputs + task source + the
+store's card; the library resumes from the run folder's checkpoint) → ``publish-train-artifacts``
+(metrics table).
 """
 
 from __future__ import annotations
@@ -10,16 +11,33 @@ from typing import Literal, Optional
 
 from prefect import flow, get_run_logger, task
 
+from pathlib import Path
+
 from flows._params import build_config
+from flows.caching import cached_unless_missing, inputs_source_and_files
 from flows.artifacts import artifact_key, publish_table
 from stan_head.train import TrainConfig, TrainSummary, train_head
 
 
-@task(name="train-head", retries=1, retry_delay_seconds=5)
+def _store_card(inputs: dict) -> list[Path]:
+    return [Path(inputs["config"].store) / "store.json"]
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The files a finished run folder holds (``stan_head.checkpoint``)."""
+    return [Path(run_dir) / "run.json", Path(run_dir) / "model.safetensors"]
+
+
+@task(name="train-head", cache_policy=inputs_source_and_files(_store_card))
 def train_task(config: TrainConfig) -> TrainSummary:
-    """Train the head; returns the library's small summary (run folder, accuracies)."""
+    """Train the head; returns the library's small summary (run folder, accuracies).
+
+    Cached on the config, this code and the store's card (training is seeded and deterministic
+    on CPU); recomputed when the run folder's files are gone. Not retried: a failure here is a
+    bug or a bad config, and re-running the flow resumes from the run folder's checkpoint.
+    """
     summary = train_head(config)
-    get_run_logger().info("trained %s → %s", config.model, summary.run_dir)
+    get_run_logger().info(summary.summary_line())
     return summary
 
 
@@ -42,6 +60,6 @@ def train_head_flow(
 ) -> TrainSummary:
     """Train ``model`` on the feature store ``store``; write the run folder ``out``."""
     config = build_config(TrainConfig, store=store, out=out, model=model, device=device, seed=seed, epochs=epochs)
-    summary = train_task(config)
+    summary = cached_unless_missing(train_task, run_files(config.out))(config)
     publish_train_artifacts(summary)
     return summary
