@@ -10,6 +10,7 @@ A bad file never stops the build: it becomes a failure row with a reason a perso
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -163,13 +164,63 @@ def _collect(cfg: BuildConfig) -> Collected:
     raise TypeError(f"unknown source {type(src).__name__}")
 
 
-def _probe_all(cands: list[Candidate], workers: int, timeout_s: float) -> list[tuple[Candidate, MediaInfo | MediaError, str, int]]:
+class _ProbeCache:
+    """Append-only JSON-lines cache of probe results, so a crashed build resumes without re-probing.
+
+    Keyed by (absolute path, size, mtime_ns); a file that changed is probed again. A torn last
+    line (a crash mid-write) is ignored. Lives in ``<out>/.cache/probe.jsonl``; never part of
+    the manifest.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._entries: dict[str, dict] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                    self._entries[rec["key"]] = rec
+                except (ValueError, KeyError):
+                    continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    @staticmethod
+    def key(path: Path) -> str:
+        st = path.stat()
+        return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+    def get(self, path: Path) -> tuple[MediaInfo, str, int] | None:
+        try:
+            rec = self._entries.get(self.key(path))
+        except OSError:
+            return None
+        if rec is None:
+            return None
+        return MediaInfo(**rec["info"]), rec["sha256"], int(rec["bytes"])
+
+    def put(self, path: Path, info: MediaInfo, digest: str, size: int) -> None:
+        line = json.dumps({"key": self.key(path), "info": info.model_dump(), "sha256": digest, "bytes": size})
+        with self._lock:
+            self._fh.write(line + "\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _probe_all(cands: list[Candidate], workers: int, timeout_s: float,
+               cache: _ProbeCache | None = None) -> list[tuple[Candidate, MediaInfo | MediaError, str, int]]:
     """Probe + hash every candidate with ``workers`` threads, each owning one decord child."""
     local = threading.local()
     decoders: list[ClipDecoder] = []
     lock = threading.Lock()
 
     def work(c: Candidate) -> tuple[Candidate, MediaInfo | MediaError, str, int]:
+        hit = cache.get(c.path) if cache is not None else None
+        if hit is not None:
+            return (c, *hit)
         dec = getattr(local, "dec", None)
         if dec is None:
             dec = local.dec = ClipDecoder(timeout_s=timeout_s)
@@ -180,6 +231,8 @@ def _probe_all(cands: list[Candidate], workers: int, timeout_s: float) -> list[t
         except MediaError as exc:
             return c, exc, "", 0
         digest, size = _sha256(c.path)
+        if cache is not None:
+            cache.put(c.path, info, digest, size)
         return c, info, digest, size
 
     try:
@@ -202,7 +255,11 @@ def build_dataset(config: BuildConfig) -> BuildSummary:
     col = _collect(config)
     log.info("%s: %d candidate clips, %d failures before probing", col.source, len(col.candidates), len(col.failures))
     failures: list[FailureRecord] = list(col.failures)
-    probed = _probe_all(col.candidates, config.workers, config.probe_timeout_s)
+    cache = _ProbeCache(out / ".cache" / "probe.jsonl")
+    try:
+        probed = _probe_all(col.candidates, config.workers, config.probe_timeout_s, cache)
+    finally:
+        cache.close()
 
     kept: list[tuple[Candidate, MediaInfo, str, int]] = []
     for cand, info, digest, size in probed:

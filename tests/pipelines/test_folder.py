@@ -139,3 +139,22 @@ def test_assign_splits_is_stratified_seeded_and_order_free() -> None:
     assert assign_splits(ids, labels, seed=2) != a
     small = assign_splits(["x", "y", "z"], ["k"] * 3, seed=0)
     assert sorted(small.values()) == ["test", "train", "val"]
+
+
+def test_rebuild_reuses_probe_results_and_reprobes_changed_files(user_folder, tmp_path, clip_maker) -> None:
+    """A resumed build does not re-open unchanged files with decord; a changed file is probed again."""
+    import json
+    import shutil as sh
+
+    root = tmp_path / "copy"
+    sh.copytree(user_folder, root)
+    first = build_dataset(BuildConfig(source=FolderSource(root=root), out=tmp_path / "out"))
+    cache = tmp_path / "out" / ".cache" / "probe.jsonl"
+    assert len(cache.read_text().splitlines()) == 4  # the good clips; failures are always re-checked
+    clip_maker(root / "videos" / "good2.mp4", seconds=4.0)  # replaced by a longer clip
+    second = build_dataset(BuildConfig(source=FolderSource(root=root), out=tmp_path / "out"))
+    lines = [json.loads(x) for x in cache.read_text().splitlines()]
+    assert len(lines) == 5 and "good2.mp4" in lines[-1]["key"]
+    rows = load_dataset(tmp_path / "out").clips.set_index("clip_id")
+    assert rows.loc["good2", "duration_s"] == pytest.approx(4.0, abs=0.1)
+    assert second.fingerprint != first.fingerprint and second.clips == first.clips
