@@ -21,7 +21,7 @@ from typing import Annotated, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipelines.manifest import BoxRecord, ClipRecord, DatasetCard, FailureRecord, write_dataset
+from pipelines.manifest import BoxRecord, ClipRecord, FailureRecord, write_dataset
 from pipelines.media import ClipDecoder, MediaError, MediaInfo
 from pipelines.sources.ave import AVESource, collect_ave
 from pipelines.sources.base import Candidate, Collected

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.atomic import atomic_path
 from pipelines.encode import cut_clip
 from pipelines.manifest import FailureRecord
-from pipelines.sources.base import Candidate, Collected, is_hidden, media_root_for_card
+from pipelines.sources.base import Candidate, Collected, is_hidden
 from pipelines.sources.folder import SPLITS
 
 __all__ = ["YoutubeCsvSource", "read_clip_list", "collect_youtube_csv", "fetch_with_ytdlp"]
