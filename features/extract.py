@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.extractors import AudioConfig, VisualConfig, build_audio, build_visual, resolve_device, weights_identity
 from features.labels import normalise_boxes, segment_labels
@@ -103,6 +103,16 @@ class ExtractConfig(BaseModel):
     torch_threads: int = Field(1, ge=1)
     decode_timeout_s: float = Field(60.0, gt=0)
     prefetch: int = Field(2, ge=1)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "auto":
+            try:
+                torch.device(v)
+            except (RuntimeError, ValueError) as exc:
+                raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}") from exc
+        return v
 
 
 class ClipJob(BaseModel):
