@@ -399,14 +399,10 @@ def _extract_shard(plan: StorePlan, shard: int, path: Path) -> ShardResult:
     spec = cfg.segment
     threads = _set_threads(plan)
     device = resolve_device(cfg.device)
-    visual, audio = _extractors(cfg.visual, cfg.audio, str(device), spec.frame_size, spec.audio_rate,
-                                plan.visual_sha256, plan.audio_sha256)
-    t_models = time.perf_counter() - t_start
     jobs = plan.shards[shard]
     k = len(plan.classes)
     t_num, f_num, s = spec.num_segments, spec.frames_per_segment, spec.frame_size
 
-    batcher = _FrameBatcher(visual, cfg.batch_size)
     in_flight: list[_Clip] = []
     finished: list[_Clip] = []
     failures: list[dict[str, str]] = []
@@ -418,8 +414,13 @@ def _extract_shard(plan: StorePlan, shard: int, path: Path) -> ShardResult:
     # the decoder outlives the shard: the next shard in this thread reuses its child process
     worker = threading.Thread(target=_decode_ahead, args=(decoder, jobs, spec, q, stop),
                               name=f"decode-shard-{shard}", daemon=True)
-    worker.start()
+    worker.start()   # decoding starts while the models load
     try:
+        t = time.perf_counter()
+        visual, audio = _extractors(cfg.visual, cfg.audio, str(device), spec.frame_size, spec.audio_rate,
+                                    plan.visual_sha256, plan.audio_sha256)
+        t_models = time.perf_counter() - t
+        batcher = _FrameBatcher(visual, cfg.batch_size)
         while True:
             t = time.perf_counter()
             item = q.get()
