@@ -172,16 +172,27 @@ def _explain_all(
     n: int,
     batch_size: int,
     device: torch.device,
+    iterations: int,
 ) -> Explanation:
+    """Explain the first ``n`` clips in chunks; slow explainers get a progress bar (clips, and
+    the optimisation step of the current chunk as its postfix)."""
+    slow = bool(getattr(explainer, "slow", False))
     spatial, temporal = [], []
-    rng = range(0, n, batch_size)
-    for start in tqdm(rng, desc=f"explain[{name}]", disable=not getattr(explainer, "slow", False), leave=False):
-        sl = slice(start, min(start + batch_size, n))
-        batch = EvalBatch.from_arrays(fb.clip_id[sl], fb.visual[sl], fb.audio[sl], fb.segment_mask[sl], device)
-        target = torch.as_tensor(fb.label_idx[sl], device=device)
-        exp = explainer.explain(head, batch, target)
-        spatial.append(exp.spatial)
-        temporal.append(exp.temporal)
+    with tqdm(total=n, desc=f"explain[{name}]", unit="clip", disable=not slow, leave=False) as bar:
+        if slow and hasattr(explainer, "on_step"):
+            def on_step(i: int) -> None:
+                if i % 25 == 0 or i == iterations - 1:
+                    bar.set_postfix_str(f"step {i + 1}/{iterations}")
+
+            explainer.on_step = on_step
+        for start in range(0, n, batch_size):
+            sl = slice(start, min(start + batch_size, n))
+            batch = EvalBatch.from_arrays(fb.clip_id[sl], fb.visual[sl], fb.audio[sl], fb.segment_mask[sl], device)
+            target = torch.as_tensor(fb.label_idx[sl], device=device)
+            exp = explainer.explain(head, batch, target)
+            spatial.append(exp.spatial)
+            temporal.append(exp.temporal)
+            bar.update(len(batch))
     return Explanation(np.concatenate(spatial), np.concatenate(temporal))
 
 
@@ -252,7 +263,7 @@ def evaluate_run(config: EvaluateConfig) -> EvaluationSummary:
         if name == "step":
             explainer = STEPFeatureExplainer(
                 STEPConfig(iterations=cfg.step_iterations, max_blur=float(max(store.card.visual_shape[:2])), seed=cfg.seed),
-                batch_size=cfg.batch_size,
+                batch_size=8,
             )
         elif name == "step_pixel":
             if frames is None:
@@ -263,7 +274,8 @@ def evaluate_run(config: EvaluateConfig) -> EvaluationSummary:
         else:
             explainer = build_explainer(name)
         m = step_n if getattr(explainer, "slow", False) else n
-        exp = _explain_all(name, explainer, head, fb, m, 1 if name == "step_pixel" else cfg.batch_size, device)
+        chunk = {"step": 8, "step_pixel": 1}.get(name, cfg.batch_size)
+        exp = _explain_all(name, explainer, head, fb, m, chunk, device, cfg.step_iterations)
         explanations[name] = exp
 
         keep = box_rows < m
