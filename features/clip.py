@@ -5,6 +5,7 @@ names, weights and segmentation; the weights' sha256 is checked against the card
 
 * :meth:`ClipFeaturizer.featurize_video` — a video file -> (visual (T,H,W,C), audio (T,Ca), mask (T,)),
   decoded with A's decoder (``pipelines.media.decode_clip``);
+* :meth:`ClipFeaturizer.decode` — a video file -> A's ``DecodedClip`` with the store's segmentation (no CNN);
 * :meth:`ClipFeaturizer.featurize_frames` — uint8 frames (T, F, S, S, 3) -> visual (T, H, W, C);
 * :meth:`ClipFeaturizer.featurize_audio` — float audio (T, samples) -> (T, Ca);
 * :meth:`ClipFeaturizer.visual_from_float` — differentiable: float frames (N, 3, S, S) in [0, 1]
@@ -106,9 +107,13 @@ class ClipFeaturizer:
             out[mask] = self.audio(torch.from_numpy(np.ascontiguousarray(audio[mask], dtype=np.float32))).numpy()
         return out
 
+    def decode(self, path: str | Path, timeout_s: float = 60.0) -> DecodedClip:
+        """Decode ``path`` with the store's segmentation only (frames uint8 (T, F, S, S, 3), audio, mask), no CNN."""
+        return decode_clip(path, self.spec, timeout_s=timeout_s)
+
     def featurize_video(self, path: str | Path, timeout_s: float = 60.0) -> ClipFeatures:
         """Decode ``path`` with the store's segmentation and featurise it. Raises pipelines.media.MediaError."""
-        clip = decode_clip(path, self.spec, timeout_s=timeout_s)
+        clip = self.decode(path, timeout_s=timeout_s)
         mask = np.asarray(clip.segment_mask, bool)
         return ClipFeatures(self.featurize_frames(clip.frames, mask), self.featurize_audio(clip.audio, mask), mask, clip)
 

@@ -511,6 +511,9 @@ def finalize_store(plan: StorePlan, results: list[ShardResult], timings: dict[st
     if [r.shard for r in results] != list(range(plan.num_shards)):
         raise ValueError(f"finalize_store: need results for shards 0..{plan.num_shards - 1}, got {[r.shard for r in results]}")
     store_dir = plan.store_dir
+    for stale in store_dir.glob(".shard-*"):   # temp files of writers killed mid-write; every shard is complete now
+        log.info("removing the leftover temp file %s", stale)
+        stale.unlink(missing_ok=True)
     index = pd.DataFrame([row for r in results for row in r.rows])
     if index.empty:
         index = pd.DataFrame({c: pd.Series(dtype=t) for c, t in (

@@ -118,6 +118,7 @@ def test_clip_featurizer_reproduces_the_store(reference, tiny_dataset):
     feats = fz.featurize_video(ds.clip_path(cid))
     want = store.read([5])
     np.testing.assert_array_equal(feats.segment_mask, want.segment_mask[0])
+    np.testing.assert_array_equal(fz.decode(ds.clip_path(cid)).frames, feats.decoded.frames)
     np.testing.assert_allclose(feats.visual, want.visual[0].astype(np.float32), rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(feats.audio, want.audio[0].astype(np.float32), rtol=2e-3, atol=2e-2)
     import torch
@@ -185,13 +186,14 @@ def test_sigkill_midway_then_resume_matches_an_uninterrupted_build(reference, ti
     proc.wait()
     done = sorted(p.name for p in plan.store_dir.glob("shard-*.h5"))
     assert 1 <= len(done) < 6 and not (plan.store_dir / "store.json").exists()
+    (plan.store_dir / ".shard-00005.h5.abc123.h5").write_bytes(b"half a shard")   # as a writer killed mid-write leaves it
     resumed = extract_features(cfg, progress=False)
     assert resumed.shards_skipped == len(done) and not resumed.skipped
     store = FeatureStore.open(resumed.store_dir)
     assert _sha(store) == _sha(ref)
     cols = ["clip_id", "label_idx", "split", "sha256", "event_start_s", "event_end_s"]
     pd.testing.assert_frame_equal(store.index[cols], ref.index[cols])
-    assert not list(plan.store_dir.glob(".shard-*"))   # temp files of the killed shard are gone or never renamed
+    assert not list(plan.store_dir.glob(".shard-*"))   # leftover temp files are removed once the store is complete
     assert FeatureStore.open(resumed.store_dir).card.complete
 
 
