@@ -335,13 +335,17 @@ def explain(run: Path, video: Path, out: Path, as_json: bool, mp4: bool, device)
 @click.option("--split", default=None, help="Split to evaluate.  [default: test]")
 @click.option("--max-clips", type=click.IntRange(min=1), default=None, help="Evaluate at most this many clips.")
 @click.option("--pixel-space/--feature-space", default=None, help="Also run the pixel-space metrics (slow).")
+@click.option("--explainers", default=None, metavar="NAME,NAME",
+              help="Explainers to score, comma-separated (random and centre are always added).  "
+                   "[default: attention,attention_v,gradcam,step]")
 @click.option("--device", type=DEVICES, default=None, help="[default: auto]")
-def evaluate(run: Path, store: Path, out: Path, split, max_clips, pixel_space, device) -> None:
+def evaluate(run: Path, store: Path, out: Path, split, max_clips, pixel_space, explainers, device) -> None:
     """Evaluate the explanations of a trained RUN on --store: pointing game, deletion/insertion, STEP, reliability."""
     from flows.evaluate import evaluate_flow
 
+    names = [n.strip() for n in explainers.split(",") if n.strip()] if explainers else None
     summary = _run(evaluate_flow, run=str(run), store=str(store), out=str(out), split=split, max_clips=max_clips,
-                   pixel_space=pixel_space, device=device)
+                   pixel_space=pixel_space, device=device, explainers=names)
     click.echo(f"report: {summary.report_md}  ({summary.report_json})")
     click.echo(f"clips={summary.clips}  accuracy={summary.accuracy}  "
                + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.headline.items()))

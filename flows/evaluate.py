@@ -60,10 +60,15 @@ def evaluate_flow(
     max_clips: Optional[int] = None,
     pixel_space: Optional[bool] = None,
     device: Optional[Literal["auto", "cpu", "cuda"]] = None,
+    explainers: Optional[list[str]] = None,
 ) -> EvaluationSummary:
-    """Evaluate the explanations of the trained ``run`` on ``store``; write the report to ``out``."""
+    """Evaluate the explanations of the trained ``run`` on ``store``; write the report to ``out``.
+
+    ``explainers``: which to score (default: the library's list); random and centre are always added.
+    """
     config = build_config(
-        EvaluateConfig, run=run, store=store, out=out, split=split, max_clips=max_clips, pixel_space=pixel_space, device=device
+        EvaluateConfig, run=run, store=store, out=out, split=split, max_clips=max_clips, pixel_space=pixel_space,
+        device=device, explainers=tuple(explainers) if explainers else None,
     )
     summary = cached_unless_missing(evaluate_task, [Path(config.out) / "report.json"])(config)
     publish_evaluation_artifacts(summary)
