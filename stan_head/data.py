@@ -1,7 +1,7 @@
 """Training tensors from a feature store split, held in memory as float16 and batched without workers.
 
-A split is read once through ``FeatureStore.read_split`` (which reads each shard in chunks, never
-one file open per sample) and kept as float16 tensors; each batch is gathered and converted to
+The splits are read once through ``FeatureStore.read`` in chunks of contiguous rows (one file
+open per shard and chunk, never per sample) and kept as float16 tensors; each batch is gathered and converted to
 float32 on the target device. There are no DataLoader worker processes: gathering a batch from
 memory is cheap next to the head's matmuls, so both cores stay on compute.
 """
@@ -9,7 +9,7 @@ memory is cheap next to the head's matmuls, so both cores stay on compute.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from features.extractors import resolve_device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Batch", "SplitTensors", "load_split", "resolve_device"]
+__all__ = ["Batch", "SplitTensors", "load_split", "load_splits", "resolve_device"]
 
 
 @dataclass
@@ -83,40 +83,56 @@ class SplitTensors:
             yield self.batch(order[start : start + batch_size], device)
 
 
-def load_split(store: Any, split: str, chunk: int = 512) -> SplitTensors:
-    """Read ``split`` of a ``features.store.FeatureStore`` into memory as :class:`SplitTensors`.
+def load_splits(store: Any, splits: Sequence[str], chunk: int = 512) -> dict[str, SplitTensors]:
+    """Read several splits of a ``features.store.FeatureStore`` into memory in one pass.
 
-    The split is read ``chunk`` clips at a time through ``store.read`` (which groups rows per shard
-    file) into preallocated float16 tensors, so peak memory stays near the split's own size.
+    The store is read in index order, ``chunk`` clips at a time, so each read asks a shard for a
+    contiguous run of rows (HDF5 reads a run as one hyperslab; the same rows scattered across a
+    shard — one split's rows — are an order of magnitude slower to select). Rows of splits not
+    asked for are dropped chunk by chunk; tensors are preallocated, so peak memory stays near the
+    splits' own size plus one chunk.
     """
-    positions = np.flatnonzero(store.index["split"].to_numpy() == split)
-    if len(positions) <= chunk:
-        tensors = SplitTensors.from_feature_batch(store.read(positions))
-    else:
-        first = store.read(positions[:chunk])
-        n = len(positions)
-        tensors = SplitTensors(
+    split_col = store.index["split"].to_numpy()
+    counts = {name: int((split_col == name).sum()) for name in splits}
+    card = store.card
+    t, (h, w, cv), ca = int(card.num_segments), tuple(int(x) for x in card.visual_shape), int(card.audio_dim)
+    out = {
+        name: SplitTensors(
             clip_id=[],
-            visual=torch.empty((n, *first.visual.shape[1:]), dtype=torch.float16),
-            audio=torch.empty((n, *first.audio.shape[1:]), dtype=torch.float16),
-            segment_mask=torch.empty((n, first.segment_mask.shape[1]), dtype=torch.bool),
+            visual=torch.empty((n, t, h, w, cv), dtype=torch.float16),
+            audio=torch.empty((n, t, ca), dtype=torch.float16),
+            segment_mask=torch.empty((n, t), dtype=torch.bool),
             label=torch.empty((n,), dtype=torch.int64),
-            segment_label=torch.empty((n, first.segment_label.shape[1]), dtype=torch.int64),
+            segment_label=torch.empty((n, t), dtype=torch.int64),
         )
-        start = 0
-        while start < n:
-            fb = first if start == 0 else store.read(positions[start : start + chunk])
-            part = SplitTensors.from_feature_batch(fb)
-            end = start + len(part)
-            tensors.clip_id.extend(part.clip_id)
-            for name in ("visual", "audio", "segment_mask", "label", "segment_label"):
-                getattr(tensors, name)[start:end] = getattr(part, name)
-            start = end
-    log.info(
-        "loaded split %r: %d clips, visual %s (%.1f MiB float16)",
-        split,
-        len(tensors),
-        tuple(tensors.visual.shape),
-        tensors.visual.numel() * 2 / 2**20,
-    )
-    return tensors
+        for name, n in counts.items()
+    }
+    filled = dict.fromkeys(counts, 0)
+    wanted = np.flatnonzero(np.isin(split_col, list(counts)))
+    if len(wanted):
+        lo, hi = int(wanted[0]), int(wanted[-1]) + 1
+        for start in range(lo, hi, chunk):
+            positions = np.arange(start, min(hi, start + chunk))
+            part = SplitTensors.from_feature_batch(store.read(positions))
+            chunk_split = split_col[positions]
+            for name, tensors in out.items():
+                keep = np.flatnonzero(chunk_split == name)
+                if not len(keep):
+                    continue
+                a, b = filled[name], filled[name] + len(keep)
+                idx = torch.from_numpy(keep)
+                tensors.clip_id.extend(part.clip_id[i] for i in keep)
+                for field in ("visual", "audio", "segment_mask", "label", "segment_label"):
+                    getattr(tensors, field)[a:b] = getattr(part, field)[idx]
+                filled[name] = b
+    for name, tensors in out.items():
+        log.info(
+            "loaded split %r: %d clips, visual %s (%.1f MiB float16)",
+            name, len(tensors), tuple(tensors.visual.shape), tensors.visual.numel() * 2 / 2**20,
+        )
+    return out
+
+
+def load_split(store: Any, split: str, chunk: int = 512) -> SplitTensors:
+    """Read one split into memory as :class:`SplitTensors` (see :func:`load_splits`)."""
+    return load_splits(store, [split], chunk=chunk)[split]

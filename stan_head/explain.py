@@ -167,7 +167,7 @@ def plot_temporal(beta_a: np.ndarray, beta_v: np.ndarray, mask: np.ndarray, segm
     ax.set_xlabel("time (s)")
     ax.set_ylabel("when: temporal attention")
     ax.set_title(title, fontsize=11)
-    ax.legend(loc="upper right", fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
     return _save_figure(fig, path)
 
 

@@ -44,7 +44,7 @@ from stan_head.checkpoint import (
     save_weights,
     write_run_card,
 )
-from stan_head.data import SplitTensors, load_split, resolve_device
+from stan_head.data import SplitTensors, load_splits, resolve_device
 from stan_head.models import Head, HeadConfig, HeadOptions, HeadOutput, ModelName, build_head
 
 log = logging.getLogger(__name__)
@@ -260,8 +260,8 @@ def train_head(config: TrainConfig) -> TrainSummary:
             (run_dir / name).unlink(missing_ok=True)
     write_run_card(run_dir, run_card)
 
-    train = load_split(store, config.train_split)
-    val = load_split(store, config.val_split)
+    splits = load_splits(store, list(dict.fromkeys([config.train_split, config.val_split, config.test_split])))
+    train, val, test = splits[config.train_split], splits[config.val_split], splits[config.test_split]
     if len(train) == 0:
         raise ValueError(f"store {config.store} has no clips in split {config.train_split!r}")
     if len(val) == 0:
@@ -309,7 +309,6 @@ def train_head(config: TrainConfig) -> TrainSummary:
             loop["best_epoch"] = loop["epoch"]
         load_weights(run_dir / BEST_WEIGHTS, head)
         head.to(device)
-        test = load_split(store, config.test_split)
         test_metrics = evaluate_split(head, test, device, batch_size=max(config.batch_size, 256))
 
     best_val = loop["best_val_accuracy"]
