@@ -12,7 +12,7 @@ import pytest
 from features.ave_interop import export_ave, parse_annotations
 from features.labels import normalise_boxes, segment_labels
 from features.store import (
-    FeatureBatch, FeatureStore, ShardData, StoreCard, StoreError, clip_sha256, read_shard_meta, read_shard_rows,
+    FeatureBatch, FeatureStore, ShardData, StoreCard, StoreError, clip_sha256, read_shard_meta,
     shard_path, write_card, write_parquet_atomic, write_shard,
 )
 
