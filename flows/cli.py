@@ -353,17 +353,38 @@ def evaluate(run: Path, store: Path, out: Path, split, max_clips, pixel_space, e
 
 # --------------------------------------------------------------------------- operations
 
+LOCAL_API = "http://127.0.0.1:4200/api"
+
+
 @main.command(context_settings=CONTEXT)
 @click.option("--name", default=None, help="Deployment name for every flow.  [default: wherewhen]")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Concurrent flow runs in this process.")
 def serve(name: str | None, limit: int | None) -> None:
     """Register and serve deployments of every flow against the configured Prefect API.
 
-    Then: prefect deployment run extract-features/wherewhen --param dataset_dir=DIR --param out_root=ROOT
+    The API is PREFECT_API_URL (environment or profile); without one, the local
+    `prefect server start` at http://127.0.0.1:4200/api. Then, from another shell:
+    prefect deployment run extract-features/wherewhen --param dataset_dir=DIR --param out_root=ROOT
     """
+    import httpx
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from flows.deployments import DEPLOYMENT, serve_all
 
-    serve_all(name or DEPLOYMENT, limit=limit)
+    url = PREFECT_API_URL.value() or LOCAL_API
+    try:
+        healthy = httpx.get(url.rstrip("/") + "/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        healthy = False
+    if not healthy:
+        raise click.ClickException(
+            f"no Prefect API answers at {url}: start one with `prefect server start` "
+            f"(or point PREFECT_API_URL at yours), then run `wherewhen serve` again"
+        )
+    os.environ["PREFECT_API_URL"] = url  # the flow-run processes the runner starts inherit it
+    click.echo(f"serving deployments '<flow>/{name or DEPLOYMENT}' against {url}", err=True)
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        serve_all(name or DEPLOYMENT, limit=limit)
 
 
 @main.command(context_settings=CONTEXT)

@@ -113,3 +113,12 @@ def test_synthetic_build_twice_is_byte_identical(prefect_server, tmp_path: Path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert (tmp_path / "a" / "manifest.parquet").read_bytes() == (tmp_path / "b" / "manifest.parquet").read_bytes()
     assert len(pd.read_parquet(tmp_path / "a" / "manifest.parquet")) == 4
+
+
+def test_serve_without_a_prefect_api_says_how_to_start_one(tmp_path: Path) -> None:
+    from flowtest_support import client_env, free_port
+
+    env = client_env(f"http://127.0.0.1:{free_port()}/api", tmp_path / "prefect-home")
+    proc = run_cli(["serve"], env, timeout=120)
+    assert proc.returncode == 1
+    assert "prefect server start" in proc.stderr
