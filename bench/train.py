@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         "final_val_accuracy": lines[-1]["val_accuracy"], "test_accuracy": summary.test_accuracy,
     }
     log.info("figures: %s", json.dumps(figures))
+    scaled = (f"; × 4143/{args.clips} clips ≈ {projected_30 * 4143 / args.clips:.0f} s at AVE scale (linear extrapolation)"
+              if args.clips < 4143 else "")
     smoke = " — SMOKE RUN at reduced size, not the AVE-scale figure" if args.clips < 4143 else ""
     cmd = "python bench/train.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = f"""## Head training (`bench/train.py`){smoke}
@@ -218,7 +220,7 @@ loaded in {load_s:.1f} s). Model `{args.model}` (default `HeadOptions`), batch {
 | --- | --- |
 | epoch time (median; train + validation + checkpoint) | {epoch_s:.2f} s |
 | of which training steps | {train_s:.2f} s |
-| projected 30 epochs | {projected_30:.0f} s (goal < 300 s) |
+| projected 30 epochs | {projected_30:.0f} s{scaled} (goal < 300 s at 4143 clips) |
 | head FLOPs per epoch (train fwd+bwd + val fwd) | {flops['epoch'] / 1e9:.1f} GFLOP |
 | fp32 matmul rate, same run (2048² / head projection shape) | {rates['square_2048']:.1f} / {rates['head_projection']:.1f} GFLOP/s |
 | compute bound per epoch (FLOPs ÷ best matmul rate) | {bound_s:.2f} s |
