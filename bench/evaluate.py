@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frame-size", type=int, default=224)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--step-iterations", type=int, default=300)
-    p.add_argument("--step-clips", type=int, default=16)
+    p.add_argument("--step-clips", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")

@@ -97,7 +97,7 @@ class EvaluateConfig(BaseModel):
     deletion_steps: int = Field(10, ge=1)
     reference: Literal["mean", "zero"] = "mean"
     step_iterations: int = Field(300, ge=1)
-    step_max_clips: int | None = Field(16, ge=1)
+    step_max_clips: int | None = Field(8, ge=1)
     overlays: int = Field(4, ge=0)
     seed: int = 0
 
