@@ -393,12 +393,16 @@ def serve(name: str | None, limit: int | None) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Extraction worker processes.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs.")
+@click.option("--explainers", default=None, metavar="NAME,NAME",
+              help="Explainers the evaluation scores, comma-separated.  [default: the evaluation's list]")
 @click.option("--device", type=DEVICES, default=None, help="[default: auto]")
-def demo(out: Path, clips, seed: int, workers, epochs, device) -> None:
+def demo(out: Path, clips, seed: int, workers, epochs, explainers, device) -> None:
     """Run the whole product on the synthetic dataset: build → extract → train STAN → evaluate."""
     from flows.demo import demo_flow
 
-    result = _run(demo_flow, out=str(out), clips=clips, seed=seed, workers=workers, epochs=epochs, device=device)
+    names = [n.strip() for n in explainers.split(",") if n.strip()] if explainers else None
+    result = _run(demo_flow, out=str(out), clips=clips, seed=seed, workers=workers, epochs=epochs, device=device,
+                  explainers=names)
     click.echo(f"dataset: {result.dataset_dir}")
     click.echo(f"store:   {result.store_dir}")
     click.echo(f"run:     {result.run_dir}")

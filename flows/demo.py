@@ -47,8 +47,12 @@ def demo_flow(
     workers: Optional[int] = None,
     epochs: Optional[int] = None,
     device: Optional[Literal["auto", "cpu", "cuda"]] = None,
+    explainers: Optional[list[str]] = None,
 ) -> DemoResult:
-    """Build the synthetic dataset, extract its features, train STAN and evaluate it under ``out``."""
+    """Build the synthetic dataset, extract its features, train STAN and evaluate it under ``out``.
+
+    ``explainers``: what the evaluation scores (default: the library's list, STEP included).
+    """
     log = get_run_logger()
     paths = demo_paths(Path(out).resolve())
     source = build_config(SyntheticSource, clips=clips, seed=seed)
@@ -57,7 +61,8 @@ def demo_flow(
         dataset_dir=str(paths["dataset"]), out_root=str(paths["features"]), workers=workers, device=device
     )
     train_head_flow(store=str(store.store_dir), out=str(paths["run"]), model="stan", device=device, seed=seed, epochs=epochs)
-    evaluation = evaluate_flow(run=str(paths["run"]), store=str(store.store_dir), out=str(paths["report"]), device=device)
+    evaluation = evaluate_flow(run=str(paths["run"]), store=str(store.store_dir), out=str(paths["report"]), device=device,
+                               explainers=explainers)
     report_files = sorted(p for p in paths["report"].rglob("*") if p.suffix in {".json", ".md", ".html"})
     result = DemoResult(
         dataset_dir=paths["dataset"], store_dir=Path(store.store_dir), run_dir=paths["run"],
