@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.clip import ClipFeatures, ClipFeaturizer
 from features.extractors import resolve_device
+from features.geometry import GridGeometry, upsample_to_frame
 from pipelines.atomic import atomic_path, atomic_write_text
 from pipelines.encode import Mp4Writer
 from stan_head.checkpoint import LoadedRun, load_run
@@ -104,11 +104,13 @@ def _shared_vmax(alpha_up: np.ndarray, mask: np.ndarray) -> float:
     return float(alpha_up[mask].max()) if mask.any() else 1.0
 
 
-def upsample_alpha(alpha: np.ndarray, size: int) -> np.ndarray:
-    """α (T, H, W) -> (T, size, size), bilinear, renormalised to sum to 1 per segment."""
-    up = F.interpolate(torch.from_numpy(alpha).float()[:, None], size=(size, size), mode="bilinear", align_corners=False)
-    up = up[:, 0].clamp_min(0)
-    return (up / up.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)).numpy()
+def upsample_alpha(alpha: np.ndarray, size: int, geometry: GridGeometry | None = None) -> np.ndarray:
+    """α (T, H, W) -> (T, size, size), bilinear with the cells at the extractor's real centres
+    (``geometry``; the naive tiling when None), renormalised to sum to 1 per segment."""
+    t, h, w = alpha.shape
+    up = upsample_to_frame(alpha, (size, size), geometry or GridGeometry.naive(h, w))
+    up = np.clip(up, 0, None)
+    return up / np.clip(up.sum(axis=(1, 2), keepdims=True), 1e-12, None)
 
 
 def _frames_for_display(feats: ClipFeatures) -> np.ndarray:
@@ -232,7 +234,9 @@ def explain_video(config: ExplainConfig) -> ExplanationResult:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     frames = _frames_for_display(feats)
-    alpha_up = upsample_alpha(alpha, frames.shape[1])
+    card = run.card.store_card
+    geometry = GridGeometry.from_card(card.get("visual", {}), tuple(run.card.visual_shape))
+    alpha_up = upsample_alpha(alpha, frames.shape[1], geometry)
     title = f"{video.name}: {classes[pred]} (p={probs[pred]:.2f}) — {run.card.head.model}"
     files: dict[str, Path] = {
         GRID_PNG: plot_grid(frames, alpha_up, mask, beta_a, beta_v, segment_s, title, out / GRID_PNG, config.heat_opacity),

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from features.geometry import PADDED_STRIDE32
+
 __all__ = ["VisualExtractor", "AudioExtractor", "resolve_device", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -35,6 +37,8 @@ class VisualExtractor:
         layer: which layer the map comes from (for the card).
         input_size: S, the square input side in pixels.
         feature_shape: (H, W, C) of the output at ``input_size``.
+        grid: where the map's cells sit in the frame, ``{stride_px, origin_px}``
+            (see :mod:`features.geometry`).
     """
 
     def __init__(
@@ -49,8 +53,10 @@ class VisualExtractor:
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         device: str | torch.device = "cpu",
+        grid: dict[str, float] | None = None,
     ) -> None:
         self.name = name
+        self.grid = dict(grid or PADDED_STRIDE32)
         self.layer = layer
         self.input_size = input_size
         self.feature_shape = feature_shape
@@ -74,6 +80,7 @@ class VisualExtractor:
             "layer": self.layer,
             "input_size": self.input_size,
             "feature_shape": list(self.feature_shape),
+            "grid": dict(self.grid),
             "normalisation": {"mean": list(self.mean), "std": list(self.std), "scale": "uint8/255"},
             "weights_sha256": self.weights_sha256,
             "weights": self.weights_source,

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from features.extractors.base import VisualExtractor
+from features.geometry import PADDED_STRIDE32
 from features.weights import WeightsAsset, WeightsError, efficientnet_lite0_asset
 
 __all__ = ["lite0_name_map", "build_lite0_classifier", "build_efficientnet_lite0"]
@@ -109,4 +110,5 @@ def build_efficientnet_lite0(
         weights_source=src,
         input_size=input_size,
         device=device,
+        grid=PADDED_STRIDE32,
     )

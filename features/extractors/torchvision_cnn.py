@@ -17,6 +17,7 @@ import torchvision
 from torch import nn
 
 from features.extractors.base import VisualExtractor
+from features.geometry import PADDED_STRIDE32, POOLED_STRIDE32
 from features.weights import WeightsAsset, WeightsError
 
 __all__ = ["TORCHVISION_MODELS", "torchvision_cache_path", "build_torchvision_cnn"]
@@ -93,4 +94,5 @@ def build_torchvision_cnn(
         weights_source=source,
         input_size=input_size,
         device=device,
+        grid=PADDED_STRIDE32 if name.startswith("resnet") else POOLED_STRIDE32,
     )

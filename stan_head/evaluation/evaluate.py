@@ -26,6 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
+from features.geometry import GridGeometry
 from features.store import FeatureBatch, FeatureStore
 from stan_head.checkpoint import load_run
 from stan_head.data import resolve_device
@@ -257,6 +258,10 @@ def evaluate_run(config: EvaluateConfig) -> EvaluationSummary:
     names = list(dict.fromkeys([*cfg.explainers, *BASELINES]))
     step_n = n if cfg.step_max_clips is None else min(n, cfg.step_max_clips)
     box_rows, box_segs, boxes = _box_arrays(store, fb.clip_id)
+    # Where the feature map's cells look in the frame (half a cell off the naive tiling for
+    # padded stride-2 CNNs): the pointing game and the overlays use the real centres.
+    geometry = GridGeometry.from_card(store.card.visual, store.card.visual_shape)
+    centres = geometry.centres()
     scores: dict[str, ExplainerScores] = {}
     explanations: dict[str, Explanation] = {}
     for name in names:
@@ -279,7 +284,7 @@ def evaluate_run(config: EvaluateConfig) -> EvaluationSummary:
         explanations[name] = exp
 
         keep = box_rows < m
-        pg = pointing_game(exp.spatial, fb.label_idx[:m], box_rows[keep], box_segs[keep], boxes[keep])
+        pg = pointing_game(exp.spatial, fb.label_idx[:m], box_rows[keep], box_segs[keep], boxes[keep], centres=centres)
         tl = temporal_localisation(exp.temporal, fb.segment_label[:m], fb.segment_mask[:m], background)
         per_clip: dict[str, np.ndarray] = {
             "pointing": pg.per_clip(m),
@@ -330,7 +335,7 @@ def evaluate_run(config: EvaluateConfig) -> EvaluationSummary:
     if cfg.overlays:
         overlay_frames = _overlay_frames(store, fb.clip_id[: cfg.overlays], frames, device)
     paths = write_report(
-        Path(cfg.out), report, fb, explanations, box_rows, box_segs, boxes, overlay_frames,
+        Path(cfg.out), report, fb, explanations, box_rows, box_segs, boxes, overlay_frames, geometry,
     )
     headline: dict[str, float | None] = {}
     for name, s in scores.items():

@@ -53,11 +53,12 @@ class PointingResult:
         return out
 
 
-def argmax_point(maps: np.ndarray) -> np.ndarray:
+def argmax_point(maps: np.ndarray, centres: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Where each map peaks once upsampled to the frame, in normalised coordinates.
 
-    A map of H×W cells covers the frame with cell ``(i, j)`` centred on
-    ``((j + 0.5) / W, (i + 0.5) / H)``. Bilinear upsampling (half-pixel centres) peaks exactly
+    Cell ``(i, j)`` is centred on ``(centres[0][j], centres[1][i])`` — the feature extractor's
+    real cell centres (:class:`features.geometry.GridGeometry`) — or, when ``centres`` is None,
+    on the naive tiling ``((j + 0.5) / W, (i + 0.5) / H)``. Bilinear upsampling peaks exactly
     on the centre of the maximal cell — an interpolation is a convex combination of the nodes —
     so the peak is computed on the grid itself, at any frame size, without materialising the
     upsampled frame (and without the plateau ties that clamped borders create there). Ties
@@ -65,6 +66,7 @@ def argmax_point(maps: np.ndarray) -> np.ndarray:
 
     Args:
         maps: float (P, H, W), one spatial map per row.
+        centres: normalised cell centres ``(xs (W,), ys (H,))``.
 
     Returns:
         float (P, 2): the (x, y) of the peak in [0, 1].
@@ -75,7 +77,12 @@ def argmax_point(maps: np.ndarray) -> np.ndarray:
     p, h, w = maps.shape
     flat = maps.reshape(p, -1).argmax(axis=1)
     ys, xs = np.divmod(flat, w)
-    return np.stack([(xs + 0.5) / w, (ys + 0.5) / h], axis=1).astype(np.float64)
+    if centres is None:
+        return np.stack([(xs + 0.5) / w, (ys + 0.5) / h], axis=1).astype(np.float64)
+    cx, cy = (np.asarray(c, dtype=np.float64) for c in centres)
+    if cx.shape != (w,) or cy.shape != (h,):
+        raise ValueError(f"centres of shapes {cx.shape}, {cy.shape} do not fit maps of {h}x{w} cells")
+    return np.stack([cx[xs], cy[ys]], axis=1)
 
 
 def pointing_game(
@@ -85,6 +92,7 @@ def pointing_game(
     box_segments: np.ndarray,
     boxes: np.ndarray,
     tolerance: float = POINTING_TOLERANCE,
+    centres: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> PointingResult:
     """Pointing game over (clip, segment) pairs that have a box.
 
@@ -99,6 +107,7 @@ def pointing_game(
         box_segments: int (M,) segment of each box.
         boxes: float (M, 4) ``x0, y0, x1, y1`` normalised to [0, 1].
         tolerance: growth of each box side, as a fraction of the frame (15/224).
+        centres: where the map's cells sit in the frame (see :func:`argmax_point`).
 
     Returns:
         :class:`PointingResult`; accuracy NaN when no box was given.
@@ -116,7 +125,7 @@ def pointing_game(
 
     pairs, inverse = np.unique(np.stack([box_rows, box_segments], axis=1), axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    points = argmax_point(spatial[pairs[:, 0], pairs[:, 1]])
+    points = argmax_point(spatial[pairs[:, 0], pairs[:, 1]], centres)
     px, py = points[inverse, 0], points[inverse, 1]
     inside = (
         (px >= boxes[:, 0] - tolerance)

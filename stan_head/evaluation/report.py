@@ -19,11 +19,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
+from features.geometry import GridGeometry, upsample_to_frame  # noqa: E402
 from features.store import FeatureBatch  # noqa: E402
 from pipelines.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from stan_head.evaluation.explainers import Explanation  # noqa: E402
@@ -121,11 +120,6 @@ def curves_figure(report: EvaluationReport, path: Path) -> Path:
     return _png(fig, path)
 
 
-def _upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    t = torch.as_tensor(np.asarray(maps, np.float32))[:, None]
-    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
-
-
 def overlays_figure(
     fb: FeatureBatch,
     explanations: dict[str, Explanation],
@@ -135,12 +129,14 @@ def overlays_figure(
     frames: list[np.ndarray] | None,
     count: int,
     path: Path,
+    geometry: GridGeometry | None = None,
 ) -> Path:
     """Spatial maps of the main explainers over each segment of the first ``count`` clips.
 
     Background: the decoded centre frame of each segment when ``frames`` is given (uint8
     (T, S, S, 3) per clip), else the feature energy ‖v_thw‖ of the cached features. Boxes in
-    white; the panel title gives the temporal score.
+    white; the panel title gives the temporal score. ``geometry`` places the maps' cells at the
+    extractor's real centres (the naive tiling when None).
     """
     shown = [n for n in ("attention", "gradcam", "step", "step_pixel") if n in explanations] or list(explanations)[:1]
     count = min(count, len(fb))
@@ -148,18 +144,19 @@ def overlays_figure(
     rows = count * len(shown)
     fig, axes = plt.subplots(rows, t, figsize=(1.35 * t, 1.5 * rows), squeeze=False)
     size = (112, 112)
+    geometry = geometry or GridGeometry.naive(*fb.visual.shape[2:4])
     for ci in range(count):
         if frames is not None:
             bg = [f for f in frames[ci]]
             size = bg[0].shape[:2]
         else:
             energy = np.linalg.norm(fb.visual[ci].astype(np.float32), axis=-1)
-            bg = list(_upsample(energy, size))
+            bg = list(upsample_to_frame(energy, size, geometry))
         for ei, name in enumerate(shown):
             exp = explanations[name]
             if ci >= len(exp.spatial):
                 continue
-            maps = _upsample(exp.spatial[ci], size)
+            maps = upsample_to_frame(exp.spatial[ci], size, geometry)
             r = ci * len(shown) + ei
             for s in range(t):
                 ax = axes[r, s]
@@ -231,6 +228,7 @@ def write_report(
     box_segs: np.ndarray,
     boxes: np.ndarray,
     overlay_frames: list[np.ndarray] | None,
+    geometry: GridGeometry | None = None,
 ) -> dict[str, Any]:
     """Write ``report.json``, the figures and ``report.md`` into ``out``; returns their paths."""
     out = Path(out)
@@ -238,7 +236,8 @@ def write_report(
     figures = [pointing_figure(report, out / "pointing.png"), curves_figure(report, out / "curves.png")]
     count = int(report.config.get("overlays", 4))
     if count:
-        figures.append(overlays_figure(fb, explanations, box_rows, box_segs, boxes, overlay_frames, count, out / "overlays.png"))
+        figures.append(overlays_figure(fb, explanations, box_rows, box_segs, boxes, overlay_frames, count, out / "overlays.png",
+                                       geometry))
     json_path = atomic_write_text(out / "report.json", json.dumps(report.model_dump(mode="json"), indent=1) + "\n")
     md_path = atomic_write_text(out / "report.md", _markdown(report, figures))
     logger.info("wrote %s, %s and %d figures", json_path, md_path, len(figures))

@@ -108,3 +108,17 @@ def test_normalised_auc_trapezoid():
 def test_top1_accuracy():
     assert top1_accuracy(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 1])) == 0.5
     assert np.isnan(top1_accuracy(np.zeros((0, 2)), np.zeros(0)))
+
+
+def test_pointing_game_uses_the_extractors_cell_centres():
+    """A box just up-left of the naive centre of the peak cell is a miss on the naive tiling and a
+    hit with padded-CNN centres (cell j centred on 32 j + 0.5 px at 224)."""
+    from features.geometry import PADDED_STRIDE32, GridGeometry
+
+    spatial = np.zeros((1, 1, 7, 7))
+    spatial[0, 0, 3, 3] = 1.0
+    box = np.array([[60 / 224, 60 / 224, 90 / 224, 90 / 224]])  # ends 6.5 px before cell 3's real centre (96.5)
+    naive = pointing_game(spatial, np.array([0]), np.array([0]), np.array([0]), box)
+    centres = GridGeometry.from_card({"input_size": 224, "grid": PADDED_STRIDE32}, (7, 7, 1)).centres()
+    real = pointing_game(spatial, np.array([0]), np.array([0]), np.array([0]), box, centres=centres)
+    assert naive.accuracy == 0.0 and real.accuracy == 1.0
