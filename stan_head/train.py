@@ -56,6 +56,10 @@ _RESUME_FREE = {"out", "store", "epochs", "device", "num_threads", "resume", "pr
 class TrainConfig(BaseModel):
     """Everything a training run needs. ``store`` is a feature-store folder or an AVE feature folder.
 
+    ``visual_loss_weight`` (on by default) adds the cross-entropy of the head's visual-evidence
+    classifier (``HeadOutput.visual_logits``, STAN only): it makes the spatial attention find the
+    sounding object instead of leaving "where" to chance when the audio alone names the class.
+
     Auxiliary losses (both off by default): ``segment_loss_weight`` adds the per-segment
     cross-entropy over event/background labels (needs ``head.segment_head``);
     ``attention_entropy_weight`` adds the mean entropy of α (nats) over valid segments, which
@@ -77,6 +81,7 @@ class TrainConfig(BaseModel):
     min_lr_ratio: float = Field(0.01, ge=0, le=1)
     grad_clip: float | None = Field(1.0, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    visual_loss_weight: float = Field(1.0, ge=0)
     segment_loss_weight: float = Field(0.0, ge=0)
     attention_entropy_weight: float = Field(0.0, ge=0)
     patience: int = Field(8, ge=0, description="epochs without a better val accuracy before stopping; 0 = never")
@@ -164,6 +169,8 @@ def compute_loss(out: HeadOutput, label: torch.Tensor, segment_mask: torch.Tenso
                  cfg: TrainConfig) -> torch.Tensor:
     """Video-level cross-entropy plus the configured auxiliary terms."""
     loss = F.cross_entropy(out.logits, label, label_smoothing=cfg.label_smoothing)
+    if cfg.visual_loss_weight > 0 and out.visual_logits is not None:
+        loss = loss + cfg.visual_loss_weight * F.cross_entropy(out.visual_logits, label, label_smoothing=cfg.label_smoothing)
     if cfg.segment_loss_weight > 0 and out.segment_logits is not None:
         loss = loss + cfg.segment_loss_weight * F.cross_entropy(out.segment_logits[segment_mask], segment_label[segment_mask])
     if cfg.attention_entropy_weight > 0:

@@ -66,6 +66,8 @@ class HeadOutput:
                      segments, exactly 0 on masked segments.
     segment_logits:  (B, T, K + 1) per-segment scores (index K = background) when the head has
                      ``segment_head=True``, else None.
+    visual_logits:   (B, K) class scores from the attended visual evidence alone (STAN's "where"
+                     pathway), for the trainer's visual-evidence loss; None for heads without one.
     """
 
     logits: torch.Tensor
@@ -73,6 +75,7 @@ class HeadOutput:
     beta_a: torch.Tensor
     beta_v: torch.Tensor
     segment_logits: torch.Tensor | None = None
+    visual_logits: torch.Tensor | None = None
 
 
 class Head(nn.Module):

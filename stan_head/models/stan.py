@@ -6,6 +6,12 @@ When: temporal attention per modality with the other modality's mean as context,
     β^a = softmax_t(w_aᵀ tanh(U_a a_t + U_c c_v)),  β^v = softmax_t(w_vᵀ tanh(U_v ṽ_t + U_c' c_a)).
 Clip vector z = [Σ_t β^a_t a_t ; Σ_t β^v_t ṽ_t] -> MLP -> K logits; optional per-segment head
 [ṽ_t ; a_t] -> K + 1 (background).
+
+Visual evidence: a linear classifier on the attended visual vector alone, Σ_t β^v_t ṽ_t -> K
+(``HeadOutput.visual_logits``). The trainer adds its cross-entropy (``visual_loss_weight``):
+without it, a clip whose sound alone names the class gives α no reason to find the object, and
+the "where" explanation is arbitrary. With it, the audio-guided α must pick the regions whose
+features name the sounding class, i.e. the sounding object rather than silent distractors.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class STAN(Head):
         self.temporal_a = AdditiveScore(d, d, config.attn_dim)
         self.temporal_v = AdditiveScore(d, d, config.attn_dim)
         self.classifier = mlp(2 * d, config.hidden_dim, config.num_classes, config.dropout)
+        self.visual_classifier = nn.Linear(d, config.num_classes)
         self.segment_classifier = (
             mlp(2 * d, config.hidden_dim, config.num_classes + 1, config.dropout) if config.segment_head else None
         )
@@ -70,9 +77,8 @@ class STAN(Head):
         beta_a = masked_softmax(self.temporal_a(a, ctx_v), segment_mask, dim=-1)  # (B,T)
         beta_v = masked_softmax(self.temporal_v(v_att, ctx_a), segment_mask, dim=-1)
 
-        z = torch.cat(
-            [torch.einsum("bt,btd->bd", beta_a, a), torch.einsum("bt,btd->bd", beta_v, v_att)], dim=-1
-        )  # (B,2d)
+        z_v = torch.einsum("bt,btd->bd", beta_v, v_att)  # (B,d)
+        z = torch.cat([torch.einsum("bt,btd->bd", beta_a, a), z_v], dim=-1)  # (B,2d)
         logits = self.classifier(z)
         segment_logits = None
         if self.segment_classifier is not None:
@@ -83,4 +89,5 @@ class STAN(Head):
             beta_a=beta_a,
             beta_v=beta_v,
             segment_logits=segment_logits,
+            visual_logits=self.visual_classifier(z_v),
         )

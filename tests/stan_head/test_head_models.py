@@ -77,7 +77,10 @@ def test_gradients_are_finite_with_masks(model):
     visual, audio, mask = _inputs()
     head = _head(model).train()
     out = head(visual, audio, mask)
-    (out.logits.logsumexp(-1).sum() + out.segment_logits.sum()).backward()
+    loss = out.logits.logsumexp(-1).sum() + out.segment_logits.sum()
+    if out.visual_logits is not None:  # the trainer's visual-evidence loss reaches that classifier
+        loss = loss + out.visual_logits.logsumexp(-1).sum()
+    loss.backward()
     for name, p in head.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
@@ -96,3 +99,13 @@ def test_ave_att_refuses_non_trailing_padding():
     mask = torch.tensor([[0, 1, 1, 1, 1]] * B, dtype=torch.bool)
     with pytest.raises(ValueError, match="trail"):
         _head("ave_att")(visual, audio, mask)
+
+
+def test_stan_has_a_visual_evidence_classifier_and_the_baselines_do_not():
+    visual, audio, mask = _inputs()
+    out = _head("stan")(visual, audio, mask)
+    assert out.visual_logits is not None and out.visual_logits.shape == (B, K)
+    # it sees vision only: the audio reaches it through the attention weights, not as a feature
+    out.visual_logits.sum().backward()
+    for name in ("late_fusion", "ave_att"):
+        assert _head(name)(visual, audio, mask).visual_logits is None

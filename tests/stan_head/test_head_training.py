@@ -32,7 +32,7 @@ def _cfg(store: Path, out: Path, **kw) -> TrainConfig:
 @pytest.fixture(scope="module")
 def stan_run(tiny_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "stan"
-    return out, train_head(_cfg(tiny_store, out, segment_loss_weight=0.5, head=SMALL.model_copy(update={"segment_head": True})))
+    return out, train_head(_cfg(tiny_store, out, epochs=10, segment_loss_weight=0.5, head=SMALL.model_copy(update={"segment_head": True})))
 
 
 def test_stan_learns_and_writes_the_run_folder(stan_run):
