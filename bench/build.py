@@ -20,12 +20,11 @@ import shutil
 import time
 from pathlib import Path
 
-from pipelines.atomic import atomic_write_text
+from docs_section import write_section
 from pipelines.build import BuildConfig, build_dataset
 from pipelines.sources.synthetic import SyntheticSource
 
 REPO = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- bench/build.py: begin -->", "<!-- bench/build.py: end -->"
 
 
 def _cpu_s() -> float:
@@ -41,14 +40,6 @@ def timed_build(src: SyntheticSource, out: Path, workers: int) -> tuple[float, f
     return time.perf_counter() - t0, _cpu_s() - c0, summary.fingerprint
 
 
-def write_docs(path: Path, section: str) -> None:
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) + 1:]
-    else:
-        text = text.rstrip() + "\n\n" + block
-    atomic_write_text(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_docs:
         print(section)  # noqa: T201 - a script's output
     else:
-        write_docs(args.docs, section)
+        write_section(args.docs, "bench/build.py", section)
     return 0 if f1 == fn else 1
 
 

@@ -29,15 +29,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from features.extract import ExtractConfig, extract_features  # noqa: E402
-from pipelines.atomic import atomic_write_text  # noqa: E402
+from docs_section import write_section  # noqa: E402
 from pipelines.build import BuildConfig, build_dataset  # noqa: E402
 from pipelines.segments import SegmentSpec  # noqa: E402
 from pipelines.sources.synthetic import SyntheticSource  # noqa: E402
 from stan_head.evaluation.evaluate import EvaluateConfig, evaluate_run  # noqa: E402
 from stan_head.train import TrainConfig, train_head  # noqa: E402
 
-BEGIN = "<!-- bench/evaluate.py: begin -->"
-END = "<!-- bench/evaluate.py: end -->"
 log = logging.getLogger("bench.evaluate")
 
 
@@ -57,15 +55,6 @@ def prepare(work: Path, test_clips: int, frame_size: int, epochs: int, seed: int
     return store.store_dir, run
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (between its markers), or append it."""
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n\n"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) + 1 :]
-    else:
-        new = old.rstrip() + "\n\n" + block
-    atomic_write_text(path, new)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_docs:
-        write_section(args.docs, text)
+        write_section(args.docs, "bench/evaluate.py", text)
     return 0
 
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from features.extract import ExtractConfig, extract_features, plan_store  # noqa: E402
 from features.extractors import VisualConfig, build_visual  # noqa: E402
-from pipelines.atomic import atomic_write_text  # noqa: E402
+from docs_section import write_section  # noqa: E402
 from pipelines.build import BuildConfig, build_dataset  # noqa: E402
 from pipelines.manifest import load_dataset  # noqa: E402
 from pipelines.media import ClipDecoder  # noqa: E402
@@ -45,7 +45,6 @@ from pipelines.segments import SegmentSpec, frame_times  # noqa: E402
 from pipelines.sources.synthetic import SyntheticSource  # noqa: E402
 
 log = logging.getLogger("bench.extract")
-BEGIN, END = "<!-- bench/extract.py: begin -->", "<!-- bench/extract.py: end -->"
 
 
 def decode_all(paths: list[Path], spec: SegmentSpec) -> np.ndarray:
@@ -101,14 +100,6 @@ def naive(paths: list[Path], spec: SegmentSpec, threads: int) -> tuple[float, in
     return time.perf_counter() - t0, n
 
 
-def write_docs(path: Path, section: str) -> None:
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) + 1:]
-    else:
-        text = text.rstrip() + "\n\n" + block
-    atomic_write_text(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +181,7 @@ machine for the figures that count.
     if args.no_docs:
         print(section)
     else:
-        write_docs(args.docs, section)
+        write_section(args.docs, "bench/extract.py", section)
         log.info("wrote %s", args.docs)
         print(section)
     return 0

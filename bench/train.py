@@ -44,15 +44,13 @@ from features.store import (  # noqa: E402
     write_parquet_atomic,
     write_shard,
 )
-from pipelines.atomic import atomic_write_text  # noqa: E402
+from docs_section import write_section  # noqa: E402
 from stan_head.data import load_split  # noqa: E402
 from stan_head.models import HeadConfig, HeadOptions, build_head  # noqa: E402
 from stan_head.train import TrainConfig, compute_loss, train_head  # noqa: E402
 
 log = logging.getLogger("bench.train")
 
-BEGIN = "<!-- bench/train.py: begin -->"
-END = "<!-- bench/train.py: end -->"
 
 
 def generate_store(root: Path, clips: int, t: int, hw: int, cv: int, ca: int, classes: int, shard_size: int,
@@ -142,16 +140,6 @@ def flops_per_epoch(store: FeatureStore, cfg: TrainConfig) -> dict[str, float]:
             "epoch": train_step * n_train + eval_clip * n_val, "n_train": n_train, "n_val": n_val}
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (between its markers), or append it."""
-    body = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    section = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in body and END in body:
-        start, end = body.index(BEGIN), body.index(END) + len(END)
-        body = body[:start] + section + body[end:]
-    else:
-        body = body.rstrip() + "\n\n" + section + "\n"
-    atomic_write_text(path, body)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,7 +215,7 @@ loaded in {load_s:.1f} s). Model `{args.model}` (default `HeadOptions`), batch {
 | **epoch time ÷ compute bound** | **{epoch_s / bound_s:.2f}×** |
 """
     if not args.no_docs:
-        write_section(args.docs, text)
+        write_section(args.docs, "bench/train.py", text)
         log.info("wrote %s", args.docs)
     print(text)
     return 0
