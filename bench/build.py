@@ -17,6 +17,7 @@ import os
 import platform
 import resource
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     wn, cn, fn = timed_build(src, args.work / f"w{args.workers}", args.workers)
     section = "\n".join([
         "## Dataset build (bench/build.py)",
+        "",
+        f"Command: `{' '.join(['python', 'bench/build.py', *(argv if argv is not None else sys.argv[1:])])}`",
         "",
         f"Synthetic source, {args.clips} clips × 10 s, 160×160 at 10 fps, h264 + AAC 16 kHz; generation, encoding,",
         f"decord probing and the manifest. {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
