@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from stan_head.models.base import Head, HeadConfig, HeadOutput, masked_mean, mlp, uniform_temporal
+from stan_head.models.base import Head, HeadConfig, HeadOutput, input_projection, masked_mean, mlp, uniform_temporal
 from stan_head.models.stan import AdditiveScore
 
 
@@ -36,8 +36,8 @@ class AVEAtt(Head):
     def __init__(self, config: HeadConfig) -> None:
         super().__init__(config)
         d, hid = config.d_model, config.lstm_hidden
-        self.proj_v = nn.Sequential(nn.Linear(config.visual_dim, d), nn.LayerNorm(d))
-        self.proj_a = nn.Sequential(nn.Linear(config.audio_dim, d), nn.LayerNorm(d))
+        self.proj_v = input_projection(config.visual_dim, d)
+        self.proj_a = input_projection(config.audio_dim, d)
         self.drop = nn.Dropout(config.dropout)
         self.spatial = AdditiveScore(d, d, config.attn_dim)
         self.lstm_a = nn.LSTM(d, hid, batch_first=True, bidirectional=True)

@@ -137,6 +137,11 @@ def uniform_temporal(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return m / m.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
+def input_projection(in_dim: int, d: int) -> nn.Sequential:
+    """Linear -> LayerNorm: how every head brings visual or audio features to its width d."""
+    return nn.Sequential(nn.Linear(in_dim, d), nn.LayerNorm(d))
+
+
 def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
     """Two-layer classifier: Linear -> GELU -> Dropout -> Linear."""
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))

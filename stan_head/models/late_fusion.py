@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stan_head.models.base import Head, HeadConfig, HeadOutput, masked_mean, mlp, uniform_temporal
+from stan_head.models.base import Head, HeadConfig, HeadOutput, input_projection, masked_mean, mlp, uniform_temporal
 
 
 class LateFusion(Head):
@@ -20,8 +20,8 @@ class LateFusion(Head):
     def __init__(self, config: HeadConfig) -> None:
         super().__init__(config)
         d = config.d_model
-        self.proj_v = nn.Sequential(nn.Linear(config.visual_dim, d), nn.LayerNorm(d))
-        self.proj_a = nn.Sequential(nn.Linear(config.audio_dim, d), nn.LayerNorm(d))
+        self.proj_v = input_projection(config.visual_dim, d)
+        self.proj_a = input_projection(config.audio_dim, d)
         self.drop = nn.Dropout(config.dropout)
         self.classifier = mlp(2 * d, config.hidden_dim, config.num_classes, config.dropout)
         self.segment_classifier = (

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stan_head.models.base import Head, HeadConfig, HeadOutput, masked_mean, masked_softmax, mlp
+from stan_head.models.base import Head, HeadConfig, HeadOutput, input_projection, masked_mean, masked_softmax, mlp
 
 
 class AdditiveScore(nn.Module):
@@ -42,8 +42,8 @@ class STAN(Head):
     def __init__(self, config: HeadConfig) -> None:
         super().__init__(config)
         d = config.d_model
-        self.proj_v = nn.Sequential(nn.Linear(config.visual_dim, d), nn.LayerNorm(d))
-        self.proj_a = nn.Sequential(nn.Linear(config.audio_dim, d), nn.LayerNorm(d))
+        self.proj_v = input_projection(config.visual_dim, d)
+        self.proj_a = input_projection(config.audio_dim, d)
         self.drop = nn.Dropout(config.dropout)
         self.spatial = AdditiveScore(d, d, config.attn_dim)
         self.temporal_a = AdditiveScore(d, d, config.attn_dim)
