@@ -55,7 +55,8 @@ from pipelines.segments import SegmentSpec
 
 __all__ = [
     "ExtractConfig", "ClipJob", "StorePlan", "ShardResult", "StoreSummary",
-    "plan_store", "extract_shard", "finalize_store", "extract_features", "compute_store_id", "dask_client",
+    "plan_store", "extract_shard", "finalize_store", "complete_store_summary", "extract_features", "compute_store_id",
+    "dask_client",
 ]
 
 log = logging.getLogger(__name__)
@@ -579,6 +580,14 @@ def dask_client(cfg: ExtractConfig) -> Iterator[Any]:
         cluster.close()
 
 
+def complete_store_summary(plan: StorePlan) -> StoreSummary:
+    """The summary of a store that is already complete, read from its card (nothing is written)."""
+    card = StoreCard.model_validate_json((plan.store_dir / "store.json").read_text())
+    return StoreSummary(store_dir=plan.store_dir, store_id=plan.store_id, clips=card.clips, failures=card.failures,
+                        shards=card.num_shards, shards_skipped=card.num_shards, skipped=True,
+                        timings={"plan_s": plan.plan_s})
+
+
 def extract_features(cfg: ExtractConfig, client: Any = None, progress: bool = True) -> StoreSummary:
     """Build (or resume, or skip) the feature store ``cfg`` describes; see the module docstring.
 
@@ -591,11 +600,9 @@ def extract_features(cfg: ExtractConfig, client: Any = None, progress: bool = Tr
     t0 = time.perf_counter()
     plan = plan_store(cfg)
     if plan.complete:
-        card = StoreCard.model_validate_json((plan.store_dir / "store.json").read_text())
         log.info("store %s is complete: nothing to do", plan.store_dir)
-        return StoreSummary(store_dir=plan.store_dir, store_id=plan.store_id, clips=card.clips,
-                            failures=card.failures, shards=card.num_shards, shards_skipped=card.num_shards,
-                            skipped=True, timings={"plan_s": plan.plan_s, "total_s": time.perf_counter() - t0})
+        summary = complete_store_summary(plan)
+        return summary.model_copy(update={"timings": {**summary.timings, "total_s": time.perf_counter() - t0}})
     from tqdm.auto import tqdm
 
     results: dict[int, ShardResult] = {}

@@ -18,11 +18,19 @@ from typing import Any, Literal, Optional
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict
 
-from features.extract import ExtractConfig, ShardResult, StorePlan, StoreSummary, extract_shard, finalize_store, plan_store
+from features.extract import (
+    ExtractConfig,
+    ShardResult,
+    StorePlan,
+    StoreSummary,
+    complete_store_summary,
+    extract_shard,
+    finalize_store,
+    plan_store,
+)
 from flows.artifacts import artifact_key, markdown_table, publish_markdown, publish_table
 from flows.caching import cached_unless_missing, key_and_source
 from flows.dask_runner import make_task_runner
-from features.store import StoreCard
 
 
 class ShardOutcome(BaseModel):
@@ -91,11 +99,9 @@ def finalize_store_task(plan: StorePlan, outcomes: list[ShardOutcome]) -> StoreS
 @task(name="read-complete-store")
 def read_complete_store(plan: StorePlan) -> StoreSummary:
     """The summary of a store that is already complete (read from its card; nothing is written)."""
-    card = StoreCard.model_validate_json((plan.store_dir / "store.json").read_text())
-    get_run_logger().info("no-op: store %s is already complete (%d clips)", plan.store_dir, card.clips)
-    return StoreSummary(store_dir=plan.store_dir, store_id=plan.store_id, clips=card.clips, failures=card.failures,
-                        shards=card.num_shards, shards_skipped=card.num_shards, skipped=True,
-                        timings={"plan_s": plan.plan_s})
+    summary = complete_store_summary(plan)
+    get_run_logger().info("no-op: store %s is already complete (%d clips)", plan.store_dir, summary.clips)
+    return summary
 
 
 @task(name="publish-store-artifacts")
