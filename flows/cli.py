@@ -239,7 +239,8 @@ def dataset_info(dataset_dir: Path) -> None:
 @click.option("--dask-address", default=None, metavar="tcp://HOST:PORT", help="Use an existing Dask scheduler instead of a LocalCluster.")
 @click.option("--device", type=DEVICES, default=None, help="Where the CNN runs.  [default: auto]")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Clips per shard (one Dask task each).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Frames per CNN forward.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Frames per CNN forward.  [default: 4 on the CPU, 64 on CUDA]")
 def extract_features_cmd(dataset_dir: Path, out_root: Path, visual, audio, fmt, visual_weights, audio_weights, workers,
                          dask_address, device, shard_size, batch_size) -> None:
     """Extract frozen visual + audio features of DATASET_DIR into a store under --out (one Dask task per shard).

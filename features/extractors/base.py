@@ -2,21 +2,40 @@
 
 ``VisualExtractor`` wraps a torch module that maps normalised float images (N, 3, S, S) to a
 feature map (N, C, H, W). Calling it on uint8 frames (N, S, S, 3) normalises inside, runs in
-``torch.inference_mode`` with channels-last tensors (about 2x faster on CPU than contiguous), and
-returns float32 (N, H, W, C) on the CPU. :meth:`VisualExtractor.forward_float` is the
-differentiable path used by pixel-space explanations.
+``torch.inference_mode`` with channels-last tensors, and returns float32 (N, H, W, C) on the CPU.
+:meth:`VisualExtractor.forward_float` is the differentiable path used by pixel-space explanations
+(always the eager module).
+
+Inference engine on the CPU (``engine``): ``"graph"`` (default) runs a frozen TorchScript graph of
+the module (``torch.jit.trace`` → ``torch.jit.freeze`` → ``torch.jit.optimize_for_inference``:
+BatchNorm folded into the convolutions, activations fused, oneDNN weights pre-packed), built once
+from the first batch. Measured on this project's 2-core CPU (EfficientNet-Lite0, 224², 1 thread):
+12.7 ms per frame at batch 4 against 26-52 ms for the eager channels-last module at batch 1-32;
+outputs differ from eager by < 5e-5 (max abs, values up to ~6) and are bit-identical from run to run
+at a fixed batch size and thread count. ``"eager"`` runs the module as is. On CUDA the eager module
+always runs (cuDNN). ``torch.compile`` was measured too: 17 s to compile per process and no faster
+than eager here. TorchScript is deprecated in torch 2.14 (a FutureWarning, silenced here); when a
+torch release drops it, the graph engine falls back to eager with a warning in the log.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import warnings
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from features.geometry import PADDED_STRIDE32
 
-__all__ = ["VisualExtractor", "AudioExtractor", "resolve_device", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["VisualExtractor", "AudioExtractor", "resolve_device", "freeze_graph", "IMAGENET_MEAN", "IMAGENET_STD",
+           "VisualEngine"]
+
+log = logging.getLogger(__name__)
+
+#: How a visual extractor runs inference on the CPU: a frozen TorchScript graph or the eager module.
+VisualEngine = Literal["graph", "eager"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -29,6 +48,24 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
+def freeze_graph(module: nn.Module, example: torch.Tensor) -> torch.nn.Module | None:
+    """A frozen, inference-optimised TorchScript graph of ``module`` traced on ``example`` (N, 3, S, S).
+
+    Returns None (and logs why) when this torch cannot trace, freeze or optimise the module; the
+    caller then keeps the eager module. The graph is not specialised to ``example``'s batch size.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in torch 2.14, still supported
+            with torch.inference_mode():
+                traced = torch.jit.trace(module, example, check_trace=False)
+                return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+    except Exception as exc:  # noqa: BLE001 - any failure means: run eager
+        log.warning("could not build a frozen TorchScript graph (%s: %s); running the eager module",
+                    type(exc).__name__, exc)
+        return None
+
+
 class VisualExtractor:
     """A frozen image CNN producing a spatial feature map.
 
@@ -39,6 +76,8 @@ class VisualExtractor:
         feature_shape: (H, W, C) of the output at ``input_size``.
         grid: where the map's cells sit in the frame, ``{stride_px, origin_px}``
             (see :mod:`features.geometry`).
+        engine: CPU inference engine, ``"graph"`` or ``"eager"`` (see the module docstring);
+            set it before the first call; recorded in the card.
     """
 
     def __init__(
@@ -54,6 +93,7 @@ class VisualExtractor:
         std: tuple[float, float, float] = IMAGENET_STD,
         device: str | torch.device = "cpu",
         grid: dict[str, float] | None = None,
+        engine: VisualEngine = "graph",
     ) -> None:
         self.name = name
         self.grid = dict(grid or PADDED_STRIDE32)
@@ -69,6 +109,8 @@ class VisualExtractor:
         for p in module.parameters():
             p.requires_grad_(False)
         self.module = module.to(self.device, memory_format=torch.channels_last)
+        self.engine: VisualEngine = engine
+        self._graph: torch.nn.Module | None = None
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
 
@@ -81,6 +123,7 @@ class VisualExtractor:
             "input_size": self.input_size,
             "feature_shape": list(self.feature_shape),
             "grid": dict(self.grid),
+            "engine": self.engine,
             "normalisation": {"mean": list(self.mean), "std": list(self.std), "scale": "uint8/255"},
             "weights_sha256": self.weights_sha256,
             "weights": self.weights_source,
@@ -101,9 +144,21 @@ class VisualExtractor:
             raise ValueError(f"{self.name}: expected uint8 (N, S, S, 3) frames, got {frames.dtype} {tuple(frames.shape)}")
         with torch.inference_mode():
             x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-            x = (x - self._mean) / self._std
-            y = self.module(x.contiguous(memory_format=torch.channels_last))
+            x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
+            y = self._inference_module(x)(x)
             return y.permute(0, 2, 3, 1).float().cpu().contiguous()
+
+    def _inference_module(self, example: torch.Tensor) -> Any:
+        """The module inference runs: the frozen graph on the CPU with engine "graph" (built on first use)."""
+        if self.engine != "graph" or self.device.type != "cpu":
+            return self.module
+        if self._graph is None:
+            graph = freeze_graph(self.module, example)
+            if graph is None:
+                self.engine = "eager"
+                return self.module
+            self._graph = graph
+        return self._graph
 
 
 class AudioExtractor:

@@ -95,6 +95,11 @@ def test_store_id_depends_on_what_changes_values(tiny_dataset, tmp_path):
     assert plan_store(_cfg(tiny_dataset, tmp_path, format="parquet")).store_id != a.store_id
     assert plan_store(_cfg(tiny_dataset, tmp_path, audio={"name": "vggish", "weights": "random"})).store_id != a.store_id
     assert plan_store(_cfg(tiny_dataset, tmp_path, segment={**SEGMENT, "frames_per_segment": 1})).store_id != a.store_id
+    assert plan_store(_cfg(tiny_dataset, tmp_path, visual={"name": "efficientnet_lite0", "engine": "eager"})).store_id != a.store_id
+    # an open batch size is resolved for the device before hashing: the store-id names the number
+    auto = plan_store(_cfg(tiny_dataset, tmp_path, batch_size=None))
+    assert auto.config.batch_size == 4
+    assert auto.store_id == plan_store(_cfg(tiny_dataset, tmp_path, batch_size=4)).store_id != a.store_id
 
 
 def test_parquet_store_reads_back_the_same_tensors(reference, tiny_dataset, tmp_path):

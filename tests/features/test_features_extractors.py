@@ -58,6 +58,22 @@ def test_lite0_feature_extractor_is_the_classifiers_last_conv_map(lite0):
     assert card["weights_sha256"] == EFFICIENTNET_LITE0_SHA256 and card["normalisation"]["mean"] == [0.485, 0.456, 0.406]
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
+def test_graph_engine_matches_eager_and_is_repeatable(name):
+    weights = None if name == "efficientnet_lite0" else "random"
+    graph = build_visual(VisualConfig(name=name, weights=weights, engine="graph"), input_size=96)
+    eager = build_visual(VisualConfig(name=name, weights=weights, engine="eager"), input_size=96)
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (5, 96, 96, 3), dtype=np.uint8))
+    want = eager(frames)
+    got = graph(frames[:3])                    # the graph is traced on a batch of 3 ...
+    rest = graph(frames[3:])                   # ... and runs other batch sizes too
+    assert graph.engine == "graph" and graph._graph is not None and graph.card()["engine"] == "graph"
+    assert eager.card()["engine"] == "eager"
+    torch.testing.assert_close(torch.cat([got, rest]), want, rtol=1e-3, atol=1e-3 * float(want.abs().max()))
+    assert not torch.equal(got, want[:3])      # a different engine really ran (BatchNorm folded: other rounding)
+    assert torch.equal(graph(frames[:3]), got)  # and it is deterministic
+
+
 def test_lite0_name_map_rejects_a_wrong_state_dict():
     state, _ = efficientnet_lite0_asset().load_state_dict()
     import timm
