@@ -4,8 +4,11 @@ decord can hang or crash on broken files (dmlc/decord issue 373), so every call 
 file with decord runs in a child process: a fresh interpreter (``python -m pipelines.media``,
 i.e. spawn semantics; never ``fork``, since the parent may hold torch threads). :class:`ClipDecoder` keeps one child alive across many
 clips for throughput; when a call times out or the child dies, the child is killed, the call
-raises :class:`MediaError` and the next call starts a fresh child. Decoded arrays come back
-over the pipe as raw bytes (no pickling of large arrays).
+raises :class:`MediaError` and the next call starts a fresh child. Decoded frames and audio come
+back through a shared-memory block that the parent owns (created with
+:class:`multiprocessing.shared_memory.SharedMemory`, so Python's resource tracker removes it even
+when the parent is killed); the pipe carries only small messages. Measured here: a 12 MB clip
+(80 frames at 224²) took 50-75 ms through the pipe against a few ms of copying out of shared memory.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import subprocess
 import sys
 import traceback
 from dataclasses import dataclass
+from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -270,10 +274,12 @@ def _child_probe(path: str, num_threads: int, audio_rate: int) -> dict:
     }
 
 
-def _child_decode(path: str, spec: SegmentSpec, num_threads: int) -> tuple[dict, bytes, bytes]:
+def _child_decode(path: str, spec: SegmentSpec, num_threads: int, out: memoryview) -> dict:
+    """Decode ``path`` into ``out`` (frames uint8 (T, F, S, S, 3), then audio float32 (T, samples)); return the header."""
     import decord
 
     s = spec.frame_size
+    frames, seg_audio = _decoded_views(out, spec)
     vr = decord.VideoReader(path, ctx=decord.cpu(0), width=s, height=s, num_threads=num_threads)
     n = len(vr)
     if n == 0:
@@ -283,14 +289,14 @@ def _child_decode(path: str, spec: SegmentSpec, num_threads: int) -> tuple[dict,
     times = frame_times(spec)  # (T, F)
     idx = np.searchsorted(starts, times, side="right") - 1
     idx = np.clip(idx, 0, n - 1)
-    frames = np.zeros((spec.num_segments, spec.frames_per_segment, s, s, 3), dtype=np.uint8)
+    frames[~mask] = 0
     if mask.any():
         wanted = np.unique(idx[mask])
         batch = vr.get_batch(wanted.tolist()).asnumpy()
         pos = np.searchsorted(wanted, idx[mask])
         frames[mask] = batch[pos]
     audio, _ = _child_open_audio(path, spec.audio_rate)
-    seg_audio = np.zeros((spec.num_segments, spec.samples_per_segment), dtype=np.float32)
+    seg_audio[:] = 0.0
     if audio is not None:
         for t, (a, b) in enumerate(audio_bounds(spec)):
             if not mask[t] or a >= len(audio):
@@ -298,18 +304,39 @@ def _child_decode(path: str, spec: SegmentSpec, num_threads: int) -> tuple[dict,
             chunk = audio[a:b]
             seg_audio[t, : len(chunk)] = chunk
         np.clip(seg_audio, -1.0, 1.0, out=seg_audio)
-    header = {
-        "duration_s": duration,
-        "has_audio": audio is not None,
-        "mask": mask.tolist(),
-        "frames_shape": frames.shape,
-        "audio_shape": seg_audio.shape,
-    }
-    return header, frames.tobytes(), seg_audio.tobytes()
+    return {"duration_s": duration, "has_audio": audio is not None, "mask": mask.tolist()}
+
+
+def _decoded_sizes(spec: SegmentSpec) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """Shapes of the frames and audio arrays of one decoded clip and the bytes both take."""
+    fshape = (spec.num_segments, spec.frames_per_segment, spec.frame_size, spec.frame_size, 3)
+    ashape = (spec.num_segments, spec.samples_per_segment)
+    return fshape, ashape, int(np.prod(fshape)) + 4 * int(np.prod(ashape))
+
+
+def _decoded_views(buf: memoryview, spec: SegmentSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The frames and audio arrays of one decoded clip laid out in ``buf`` (frames first)."""
+    fshape, ashape, _ = _decoded_sizes(spec)
+    nf = int(np.prod(fshape))
+    frames = np.ndarray(fshape, dtype=np.uint8, buffer=buf, offset=0)
+    audio = np.ndarray(ashape, dtype=np.float32, buffer=buf, offset=nf)
+    return frames, audio
+
+
+def _attach_shared(name: str) -> shared_memory.SharedMemory:
+    """Attach to the parent's block without adopting it: only the parent may unlink it."""
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name=name, track=False)
+    from multiprocessing import resource_tracker
+
+    shm = shared_memory.SharedMemory(name=name)
+    resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+    return shm
 
 
 def _serve(rx: Connection, conn: Connection, num_threads: int) -> None:
     """Child main loop: answer probe/decode requests from ``rx`` on ``conn`` until the pipe closes."""
+    shm: shared_memory.SharedMemory | None = None
     while True:
         try:
             op, path, arg = rx.recv()
@@ -319,10 +346,12 @@ def _serve(rx: Connection, conn: Connection, num_threads: int) -> None:
             if op == "probe":
                 conn.send(("ok", _child_probe(path, num_threads, int(arg))))
             elif op == "decode":
-                header, fbytes, abytes = _child_decode(path, SegmentSpec(**arg), num_threads)
-                conn.send(("ok", header))
-                conn.send_bytes(fbytes)
-                conn.send_bytes(abytes)
+                spec_dict, shm_name = arg
+                if shm is None or shm.name != shm_name:
+                    if shm is not None:
+                        shm.close()
+                    shm = _attach_shared(shm_name)
+                conn.send(("ok", _child_decode(path, SegmentSpec(**spec_dict), num_threads, shm.buf)))
             elif op == "ping":
                 conn.send(("ok", None))
             else:
@@ -374,6 +403,7 @@ class ClipDecoder:
         self._proc: subprocess.Popen[bytes] | None = None
         self._tx: Connection | None = None
         self._conn: Connection | None = None
+        self._shm: shared_memory.SharedMemory | None = None   # decoded clips come back through it
         self.restarts = 0
 
     # lifecycle ------------------------------------------------------------------------------
@@ -413,6 +443,19 @@ class ClipDecoder:
                 log.error("decoder process %d did not exit after SIGKILL", self._proc.pid)
         self._proc, self._tx, self._conn = None, None, None
 
+    def _release_shared(self) -> None:
+        if self._shm is not None:
+            self._shm.close()
+            self._shm.unlink()
+            self._shm = None
+
+    def _shared_block(self, nbytes: int) -> shared_memory.SharedMemory:
+        """The shared-memory block decoded clips are written to, grown to at least ``nbytes``."""
+        if self._shm is None or self._shm.size < nbytes:
+            self._release_shared()
+            self._shm = shared_memory.SharedMemory(create=True, size=max(1, nbytes))
+        return self._shm
+
     def close(self) -> None:
         """Stop the child process (closing its stdin ends its loop; killed if it does not exit)."""
         if self._alive() and self._tx is not None:
@@ -426,6 +469,7 @@ class ClipDecoder:
             except subprocess.TimeoutExpired:
                 pass
         self._kill()
+        self._release_shared()
 
     def __enter__(self) -> "ClipDecoder":
         return self
@@ -436,11 +480,13 @@ class ClipDecoder:
     def __del__(self) -> None:  # best effort; close() is the contract
         try:
             self._kill()
+            self._release_shared()
         except Exception:  # noqa: BLE001
             pass
 
     # calls ----------------------------------------------------------------------------------
     def _recv(self, path: Path, what: str) -> Any:
+        """The child's next message; kills the child and raises MediaError on timeout or death."""
         assert self._conn is not None
         if not self._conn.poll(self.timeout_s):
             log.warning("%s: %s timed out after %.1f s; killing the decoder process", path, what, self.timeout_s)
@@ -448,7 +494,7 @@ class ClipDecoder:
             self.restarts += 1
             raise _explain(path, "timeout", timeout_s=self.timeout_s)
         try:
-            return self._conn.recv_bytes() if what == "bytes" else self._conn.recv()
+            return self._conn.recv()
         except (EOFError, OSError, ConnectionError) as exc:
             code = self._proc.poll() if self._proc is not None else None
             self._kill()
@@ -475,7 +521,7 @@ class ClipDecoder:
         if status != "ok":
             if "DECORDArrayCopyFromTo" in str(payload) and op == "decode":
                 raise ValueError(
-                    f"decord cannot resize frames to frame_size={arg['frame_size']} (a decord 0.6 bug at some sizes, "
+                    f"decord cannot resize frames to frame_size={arg[0]['frame_size']} (a decord 0.6 bug at some sizes, "
                     "e.g. 16, 24, 48); choose another frame_size such as 32, 64, 112 or 224"
                 )
             raise _classify_decord_error(path, str(payload))
@@ -500,14 +546,13 @@ class ClipDecoder:
         cannot resize to ``spec.frame_size`` (a decord bug at a few sizes, e.g. 16, 24, 48).
         """
         path = Path(path)
-        header = self._call("decode", path, spec.model_dump())
-        fbytes = self._recv(path, "bytes")
-        abytes = self._recv(path, "bytes")
-        frames = np.frombuffer(fbytes, dtype=np.uint8).reshape(header["frames_shape"])
-        audio = np.frombuffer(abytes, dtype=np.float32).reshape(header["audio_shape"])
+        _, _, nbytes = _decoded_sizes(spec)
+        shm = self._shared_block(nbytes)
+        header = self._call("decode", path, (spec.model_dump(), shm.name))
+        frames, audio = _decoded_views(shm.buf, spec)
         return DecodedClip(
-            frames=frames,
-            audio=audio,
+            frames=frames.copy(),   # the block is reused by the next call
+            audio=audio.copy(),
             segment_mask=np.asarray(header["mask"], dtype=bool),
             has_audio=bool(header["has_audio"]),
             duration_s=float(header["duration_s"]),
