@@ -129,6 +129,27 @@ def test_child_dying_mid_call_is_a_crash_error(media_files) -> None:
         assert dec.decode(media_files.bikes, SegmentSpec(num_segments=2, frame_size=32)).frames.shape == (2, 1, 32, 32, 3)
 
 
+def test_decoded_clips_come_back_through_shared_memory_that_is_released(media_files) -> None:
+    from multiprocessing import shared_memory
+
+    small, big = SegmentSpec(num_segments=2, frame_size=32), SegmentSpec(num_segments=5, frame_size=64, frames_per_segment=3)
+    with ClipDecoder() as dec:
+        first = dec.decode(media_files.bigbuckbunny, small)
+        name_small = dec._shm.name
+        second = dec.decode(media_files.bigbuckbunny, big)      # a larger spec gets a larger block
+        name_big = dec._shm.name
+        again = dec.decode(media_files.bigbuckbunny, small)     # the larger block serves smaller clips
+        assert dec._shm.name == name_big != name_small
+    assert dec._shm is None
+    for name in (name_small, name_big):                         # both blocks were unlinked
+        with pytest.raises(FileNotFoundError):
+            shared_memory.SharedMemory(name=name)
+    # results are copies: later decodes into the same block do not change earlier clips
+    assert np.array_equal(first.frames, again.frames) and np.array_equal(first.audio, again.audio)
+    assert second.frames.shape == (5, 3, 64, 64, 3) and second.audio.shape == (5, 16000)
+    assert np.array_equal(first.frames, decode_clip(media_files.bigbuckbunny, small).frames)
+
+
 def test_decoder_works_inside_a_daemonic_process(media_files) -> None:
     """Dask workers are daemonic processes; the decoder must still start its child there."""
     import multiprocessing as mp
