@@ -56,7 +56,7 @@ from pipelines.segments import SegmentSpec
 __all__ = [
     "ExtractConfig", "ClipJob", "StorePlan", "ShardResult", "StoreSummary",
     "plan_store", "extract_shard", "finalize_store", "complete_store_summary", "extract_features", "compute_store_id",
-    "dask_client", "default_batch_size",
+    "dask_client", "default_batch_size", "worker_settings",
 ]
 
 log = logging.getLogger(__name__)
@@ -598,6 +598,21 @@ def finalize_store(plan: StorePlan, results: list[ShardResult], timings: dict[st
 # ------------------------------------------------------------------------------------------ dask
 
 
+def worker_settings() -> dict[str, Any]:
+    """Dask settings for the worker processes of a LocalCluster that runs :func:`extract_shard`.
+
+    Use as ``with dask.config.set(worker_settings()): LocalCluster(...)``. Workers are not daemonic
+    (the decoder starts a child process), and Dask's ``MALLOC_TRIM_THRESHOLD_`` is left out of the
+    environment it sets before spawning (in the workers and in the process that starts them; see
+    :func:`_restore_malloc_thresholds`); its other variables are kept.
+    """
+    import dask
+
+    environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
+               if k != "MALLOC_TRIM_THRESHOLD_"}
+    return {"distributed.worker.daemon": False, "distributed.nanny.pre-spawn-environ": environ}
+
+
 @contextlib.contextmanager
 def dask_client(cfg: ExtractConfig) -> Iterator[Any]:
     """A Dask client for ``cfg``: ``Client(dask_address)``, or a LocalCluster of ``workers`` processes
@@ -613,12 +628,7 @@ def dask_client(cfg: ExtractConfig) -> Iterator[Any]:
             client.close()
         return
     workers = cfg.workers or (os.cpu_count() or 1)
-    # non-daemonic workers may start the decoder's child process; and no MALLOC_TRIM_THRESHOLD_ in the
-    # workers' environment (see _restore_malloc_thresholds), nor, since the nanny sets it in its own
-    # process before spawning, in this one
-    environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
-               if k != "MALLOC_TRIM_THRESHOLD_"}
-    with dask.config.set({"distributed.worker.daemon": False, "distributed.nanny.pre-spawn-environ": environ}):
+    with dask.config.set(worker_settings()):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster)
     try:

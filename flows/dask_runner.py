@@ -17,6 +17,8 @@ from distributed import LocalCluster
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
+from features.extract import worker_settings
+
 logger = logging.getLogger(__name__)
 
 
@@ -48,13 +50,14 @@ def local_cluster_kwargs(workers: int | None = None) -> dict:
 
 
 def non_daemonic_local_cluster(**kwargs) -> LocalCluster:
-    """A ``LocalCluster`` whose worker processes are not daemonic.
+    """A ``LocalCluster`` set up for extraction (:func:`features.extract.worker_settings`).
 
-    A daemonic process may not start ``multiprocessing`` children, and tasks here may want to
-    (a process pool, a killable helper). Workers you start yourself behave the same way with
-    ``DASK_DISTRIBUTED__WORKER__DAEMON=False`` or ``dask worker --no-nanny``.
+    Its worker processes are not daemonic (a daemonic process may not start children, and the
+    decoder runs in one) and do not get Dask's ``MALLOC_TRIM_THRESHOLD_`` (it made the CNN ~2.7x
+    slower). Workers you start yourself: ``dask worker --no-nanny``, or
+    ``DASK_DISTRIBUTED__WORKER__DAEMON=False`` under a nanny.
     """
-    with dask.config.set({"distributed.worker.daemon": False}):
+    with dask.config.set(worker_settings()):
         return LocalCluster(**kwargs)
 
 
