@@ -15,7 +15,8 @@ outputs differ from eager by < 5e-5 (max abs, values up to ~6) and are bit-ident
 at a fixed batch size and thread count. ``"eager"`` runs the module as is. On CUDA the eager module
 always runs (cuDNN). ``torch.compile`` was measured too: 17 s to compile per process and no faster
 than eager here. TorchScript is deprecated in torch 2.14 (a FutureWarning, silenced here); when a
-torch release drops it, the graph engine falls back to eager with a warning in the log.
+torch release cannot build the graph, the first call raises and says to choose ``engine="eager"``
+(never a silent fallback: the engine is part of the store-id, so its values must be the graph's).
 """
 
 from __future__ import annotations
@@ -48,11 +49,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def freeze_graph(module: nn.Module, example: torch.Tensor) -> torch.nn.Module | None:
+def freeze_graph(module: nn.Module, example: torch.Tensor, name: str = "module") -> torch.nn.Module:
     """A frozen, inference-optimised TorchScript graph of ``module`` traced on ``example`` (N, 3, S, S).
 
-    Returns None (and logs why) when this torch cannot trace, freeze or optimise the module; the
-    caller then keeps the eager module. The graph is not specialised to ``example``'s batch size.
+    The graph is not specialised to ``example``'s batch size. Raises RuntimeError, naming ``name``
+    and the way out (``engine="eager"``), when this torch cannot trace, freeze or optimise it.
     """
     try:
         with warnings.catch_warnings():
@@ -60,10 +61,11 @@ def freeze_graph(module: nn.Module, example: torch.Tensor) -> torch.nn.Module | 
             with torch.inference_mode():
                 traced = torch.jit.trace(module, example, check_trace=False)
                 return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-    except Exception as exc:  # noqa: BLE001 - any failure means: run eager
-        log.warning("could not build a frozen TorchScript graph (%s: %s); running the eager module",
-                    type(exc).__name__, exc)
-        return None
+    except Exception as exc:
+        raise RuntimeError(
+            f"{name}: torch {torch.__version__} could not build the frozen TorchScript graph "
+            f"({type(exc).__name__}: {exc}); extract with the eager engine instead "
+            f"(VisualConfig(name=..., engine='eager'), a different store-id)") from exc
 
 
 class VisualExtractor:
@@ -153,11 +155,8 @@ class VisualExtractor:
         if self.engine != "graph" or self.device.type != "cpu":
             return self.module
         if self._graph is None:
-            graph = freeze_graph(self.module, example)
-            if graph is None:
-                self.engine = "eager"
-                return self.module
-            self._graph = graph
+            self._graph = freeze_graph(self.module, example, self.name)
+            log.debug("%s: built the frozen TorchScript graph", self.name)
         return self._graph
 
 

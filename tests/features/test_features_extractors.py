@@ -188,3 +188,14 @@ def test_vggish_needs_weights_and_loads_a_state_dict(tmp_path):
         want = net.eval()(patches.reshape(3, 1, 96, 64))
     torch.testing.assert_close(out, want)
     assert ext.card()["weights_sha256"] == weights_identity(AudioConfig(name="vggish", weights=str(ckpt)))
+
+
+def test_graph_engine_that_cannot_be_built_is_an_error_not_a_silent_fallback():
+    from features.extractors.base import freeze_graph
+
+    class DictOut(torch.nn.Module):   # torch.jit.trace refuses dict outputs by default
+        def forward(self, x):
+            return {"map": x}
+
+    with pytest.raises(RuntimeError, match="dictout.*engine='eager'"):
+        freeze_graph(DictOut(), torch.zeros(1, 3, 8, 8), "dictout")
