@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from docs_section import write_section
+from docs_section import publish_section
 from pipelines.build import BuildConfig, build_dataset
 from pipelines.sources.synthetic import SyntheticSource
 
@@ -72,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Speed-up with {args.workers} workers: {w1 / wn:.2f}×. Manifest byte-identical across the two builds: "
         f"{'yes' if f1 == fn else 'NO'} (fingerprint {f1[:12]}).",
     ])
-    if args.no_docs:
-        print(section)  # noqa: T201 - a script's output
-    else:
-        write_section(args.docs, "bench/build.py", section)
+    publish_section(args.docs, "bench/build.py", section, write=not args.no_docs)
     return 0 if f1 == fn else 1
 
 

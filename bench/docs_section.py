@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pipelines.atomic import atomic_write_text
+
+log = logging.getLogger("bench")
 
 
 def write_section(path: Path, script: str, text: str) -> None:
@@ -17,3 +20,11 @@ def write_section(path: Path, script: str, text: str) -> None:
     else:
         new = old.rstrip() + "\n\n" + block
     atomic_write_text(path, new)
+
+
+def publish_section(path: Path, script: str, text: str, write: bool = True) -> None:
+    """Print a benchmark's section and, unless ``write`` is False (``--no-docs``), write it into ``path``."""
+    if write:
+        write_section(path, script, text)
+        log.info("wrote %s", path)
+    print(text)  # noqa: T201 - a script's output

@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from features.extract import ExtractConfig, extract_features  # noqa: E402
-from docs_section import write_section  # noqa: E402
+from docs_section import publish_section  # noqa: E402
 from pipelines.build import BuildConfig, build_dataset  # noqa: E402
 from pipelines.segments import SegmentSpec  # noqa: E402
 from pipelines.sources.synthetic import SyntheticSource  # noqa: E402
@@ -113,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{fmt(s['auc'].get('insertion_regions'))} |")
     lines += ["", "Reliability α: " + ", ".join(f"{k} {fmt(v)}" for k, v in rep["reliability"].items())]
     text = "\n".join(lines)
-    print(text)
-    if not args.no_docs:
-        write_section(args.docs, "bench/evaluate.py", text)
+    publish_section(args.docs, "bench/evaluate.py", text, write=not args.no_docs)
     return 0
 
 

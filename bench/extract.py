@@ -45,14 +45,12 @@ sys.path.insert(0, str(REPO))
 
 from features.extract import ExtractConfig, extract_features, plan_store  # noqa: E402
 from features.extractors import VisualConfig, build_visual  # noqa: E402
-from docs_section import write_section  # noqa: E402
+from docs_section import publish_section  # noqa: E402
 from pipelines.build import BuildConfig, build_dataset  # noqa: E402
 from pipelines.manifest import load_dataset  # noqa: E402
 from pipelines.media import ClipDecoder  # noqa: E402
 from pipelines.segments import SegmentSpec, frame_times  # noqa: E402
 from pipelines.sources.synthetic import SyntheticSource  # noqa: E402
-
-log = logging.getLogger("bench.extract")
 
 
 def decode_all(paths: list[Path], spec: SegmentSpec) -> np.ndarray:
@@ -65,16 +63,21 @@ def decode_all(paths: list[Path], spec: SegmentSpec) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _time_batches(ext, x: torch.Tensor, batch: int) -> tuple[float, float]:
+    """(start, end) wall-clock seconds of ``ext`` over ``x`` in batches of ``batch`` (warm it up first)."""
+    start = time.time()
+    for i in range(0, len(x), batch):
+        ext(x[i:i + batch])
+    return start, time.time()
+
+
 def forward_bound(frames: np.ndarray, visual_cfg: VisualConfig, spec: SegmentSpec, batch: int, threads: int) -> float:
     """Seconds for the visual extractor on in-memory frames at ``batch`` (one warm-up batch excluded)."""
     torch.set_num_threads(threads)
-    ext = build_visual(visual_cfg, input_size=spec.frame_size)
-    x = torch.from_numpy(frames)
-    ext(x[:batch])
-    t = time.perf_counter()
-    for i in range(0, len(x), batch):
-        ext(x[i:i + batch])
-    return time.perf_counter() - t
+    ext, x = build_visual(visual_cfg, input_size=spec.frame_size), torch.from_numpy(frames)
+    ext(x[:batch])   # warm-up: builds the frozen graph
+    start, end = _time_batches(ext, x, batch)
+    return end - start
 
 
 def _bound_worker(path: str, part: int, parts: int, visual_cfg: VisualConfig, spec: SegmentSpec, batch: int,
@@ -84,12 +87,9 @@ def _bound_worker(path: str, part: int, parts: int, visual_cfg: VisualConfig, sp
     torch.set_num_threads(1)
     ext = build_visual(visual_cfg, input_size=spec.frame_size)
     x = torch.from_numpy(mine)
-    ext(x[:batch])
+    ext(x[:batch])   # warm-up before the barrier: builds the frozen graph
     barrier.wait()
-    t = time.time()
-    for i in range(0, len(x), batch):
-        ext(x[i:i + batch])
-    out.put((t, time.time()))
+    out.put(_time_batches(ext, x, batch))
 
 
 def forward_bound_processes(frames: np.ndarray, visual_cfg: VisualConfig, spec: SegmentSpec, batch: int,
@@ -262,12 +262,7 @@ Ratios are measured in one run on the same frames; absolute figures vary with ma
 (cluster start, one model load per worker) are fixed, so the whole-call ratio approaches the steady-state one as
 the dataset grows.
 """
-    if args.no_docs:
-        print(section)
-    else:
-        write_section(args.docs, "bench/extract.py", section)
-        log.info("wrote %s", args.docs)
-        print(section)
+    publish_section(args.docs, "bench/extract.py", section, write=not args.no_docs)
     return 0
 
 

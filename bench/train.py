@@ -44,7 +44,7 @@ from features.store import (  # noqa: E402
     write_parquet_atomic,
     write_shard,
 )
-from docs_section import write_section  # noqa: E402
+from docs_section import publish_section  # noqa: E402
 from stan_head.data import load_split  # noqa: E402
 from stan_head.models import HeadConfig, HeadOptions, build_head  # noqa: E402
 from stan_head.train import TrainConfig, compute_loss, train_head  # noqa: E402
@@ -214,10 +214,7 @@ loaded in {load_s:.1f} s). Model `{args.model}` (default `HeadOptions`), batch {
 | compute bound per epoch (FLOPs ÷ best matmul rate) | {bound_s:.2f} s |
 | **epoch time ÷ compute bound** | **{epoch_s / bound_s:.2f}×** |
 """
-    if not args.no_docs:
-        write_section(args.docs, "bench/train.py", text)
-        log.info("wrote %s", args.docs)
-    print(text)
+    publish_section(args.docs, "bench/train.py", text, write=not args.no_docs)
     return 0
 
 

@@ -465,7 +465,7 @@ def _extract_shard(plan: StorePlan, shard: int, path: Path) -> ShardResult:
         visual, audio = _extractors(cfg.visual, cfg.audio, str(device), spec.frame_size, spec.audio_rate,
                                     plan.visual_sha256, plan.audio_sha256)
         t_models = time.perf_counter() - t
-        batcher = _FrameBatcher(visual, int(cfg.batch_size or default_batch_size(cfg.device)))
+        batcher = _FrameBatcher(visual, int(cfg.batch_size))   # plan_store resolved an open batch size
         while True:
             t = time.perf_counter()
             item = q.get()
