@@ -56,7 +56,7 @@ from pipelines.segments import SegmentSpec
 __all__ = [
     "ExtractConfig", "ClipJob", "StorePlan", "ShardResult", "StoreSummary",
     "plan_store", "extract_shard", "finalize_store", "complete_store_summary", "extract_features", "compute_store_id",
-    "dask_client", "default_batch_size", "worker_settings",
+    "dask_client", "default_batch_size", "local_cluster_kwargs", "machine_cores", "torch_threads",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,10 @@ class ExtractConfig(BaseModel):
         out_root: the store goes to ``out_root/<dataset name>/<store-id>/``.
         visual / audio: extractor choice (a name or ``{"name", "weights"}``).
         format: shard format, ``hdf5`` (default) or ``parquet``.
-        workers: Dask worker processes of the LocalCluster; None = one per CPU core; 0 = run the
-            shards in this process without Dask (tests, debugging). Ignored with ``dask_address``.
+        workers: shard tasks the LocalCluster runs at once, as threads of one Dask worker inside this
+            process (see :func:`local_cluster_kwargs`); None = one per CPU core; 0 = run the shards
+            one after the other in this process without Dask (tests, debugging). Ignored with
+            ``dask_address``.
         dask_address: an existing scheduler, e.g. ``tcp://10.0.0.5:8786``.
         device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto`` (CUDA when present).
         segment: the segmentation (T, seconds, frames per segment, frame size, audio rate).
@@ -347,15 +349,26 @@ def _decode_ahead(decoder: ClipDecoder, jobs: list[ClipJob], spec: SegmentSpec, 
         out.put(None)
 
 
-@functools.lru_cache(maxsize=2)
+_extractors_lock = threading.Lock()
+
+
 def _extractors(visual: VisualConfig, audio: AudioConfig, device: str, frame_size: int, audio_rate: int,
                 visual_sha: str | None, audio_sha: str | None) -> tuple[Any, Any]:
-    """The frozen extractors, built once per process and reused by its later shard tasks.
+    """The frozen extractors, built once per process (by one thread; the others wait) and shared by
+    its shard tasks; see :func:`_build_extractors`."""
+    with _extractors_lock:
+        return _build_extractors(visual, audio, device, frame_size, audio_rate, visual_sha, audio_sha)
 
-    Read-only after construction (inference only), so sharing them between tasks is safe; the
-    cache is bounded and keyed by everything that defines them, including the weights' sha256
-    the plan was made with (a weight file replaced under the same path is a different key), and
-    the loaded weights must match that sha256.
+
+@functools.lru_cache(maxsize=2)
+def _build_extractors(visual: VisualConfig, audio: AudioConfig, device: str, frame_size: int, audio_rate: int,
+                      visual_sha: str | None, audio_sha: str | None) -> tuple[Any, Any]:
+    """The frozen extractors for a plan, cached per process.
+
+    Read-only after construction (inference only), so shard tasks running in threads of one
+    process share them; the cache is bounded and keyed by everything that defines them, including
+    the weights' sha256 the plan was made with (a weight file replaced under the same path is a
+    different key), and the loaded weights must match that sha256.
     """
     v = build_visual(visual, device=device, input_size=frame_size)
     a = build_audio(audio, device=device, sample_rate=audio_rate)
@@ -377,6 +390,15 @@ def _decoder(timeout_s: float) -> ClipDecoder:
             dec.close()
         dec = _decoders.decoder = ClipDecoder(timeout_s=timeout_s, num_threads=1)
     return dec
+
+
+def _close_decoder() -> None:
+    """Stop this thread's decoder child, if any. Worker threads' decoders stop when their thread
+    ends; a thread that lives on (the caller's, running shards with ``workers=0``) closes its own."""
+    dec = getattr(_decoders, "decoder", None)
+    _decoders.decoder = None
+    if dec is not None:
+        dec.close()
 
 
 #: glibc mallopt parameters (malloc.h) and the values a shard task restores.
@@ -408,11 +430,31 @@ def _restore_malloc_thresholds() -> bool:
 
 
 def _set_threads(plan: StorePlan) -> int:
-    """Set this process's torch intra-op threads to the plan's (fixed) count; return it."""
+    """Run this thread's torch ops on the plan's (fixed) number of intra-op threads; return it.
+
+    ``torch.set_num_threads`` sets the calling thread's OpenMP count and the process default that
+    threads starting later inherit. Not restored per task: the tasks of one plan run concurrently
+    in threads of one process and all set the same count (a task restoring the caller's count
+    would change it under the others); :func:`extract_features` restores its caller's count.
+    """
     threads = int(plan.torch_threads or 1)
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     return threads
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with torch set to ``threads`` intra-op threads; restore the caller's count after.
+
+    Wrap in-process extraction (shard tasks in threads of this process) in it, so that the process
+    goes on with the thread count it had.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def extract_shard(plan: StorePlan, shard: int) -> ShardResult:
@@ -421,19 +463,15 @@ def extract_shard(plan: StorePlan, shard: int) -> ShardResult:
     Per clip: decode (A's ClipDecoder child, one clip ahead in a prefetch thread), the visual CNN
     on the frames of the segments inside the clip (batched across clips, ``frames_per_segment``
     maps averaged), the audio extractor per segment, zeros + mask False for padded segments. A clip
-    that fails is recorded in the result's failures; the shard goes on.
+    that fails is recorded in the result's failures; the shard goes on. Sets the calling thread's
+    torch intra-op threads to the plan's (see :func:`_set_threads`).
     """
     path = plan.shard_file(shard)
     if path.is_file():
         meta = read_shard_meta(path)
         log.info("shard %d: complete, skipped (%s)", shard, path)
         return ShardResult(**{**meta["result"], "skipped": True})
-    previous_threads = torch.get_num_threads()
-    try:
-        return _extract_shard(plan, shard, path)
-    finally:
-        if torch.get_num_threads() != previous_threads:   # in-process runs leave the caller as it was
-            torch.set_num_threads(previous_threads)
+    return _extract_shard(plan, shard, path)
 
 
 def _extract_shard(plan: StorePlan, shard: int, path: Path) -> ShardResult:
@@ -598,26 +636,33 @@ def finalize_store(plan: StorePlan, results: list[ShardResult], timings: dict[st
 # ------------------------------------------------------------------------------------------ dask
 
 
-def worker_settings() -> dict[str, Any]:
-    """Dask settings for the worker processes of a LocalCluster that runs :func:`extract_shard`.
+def machine_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the machine's total)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
-    Use as ``with dask.config.set(worker_settings()): LocalCluster(...)``. Workers are not daemonic
-    (the decoder starts a child process), and Dask's ``MALLOC_TRIM_THRESHOLD_`` is left out of the
-    environment it sets before spawning (in the workers and in the process that starts them; see
-    :func:`_restore_malloc_thresholds`); its other variables are kept.
+
+def local_cluster_kwargs(workers: int | None = None) -> dict[str, Any]:
+    """``distributed.LocalCluster`` keyword arguments for extraction on this machine.
+
+    One Dask worker inside the calling process with ``workers`` threads (default: one per core),
+    each running one shard task with ``ExtractConfig.torch_threads`` (1) torch thread, so that
+    Dask and torch never oversubscribe the cores. Threads rather than processes: the CNN forward
+    releases the GIL (two threads on one frozen graph run as fast as two processes here) and
+    decoding runs in the decoder's child processes, while a worker process costs a start-up and
+    its own torch + timm import and model build (~5 s each on this machine's two cores) and its
+    own copy of the weights. Also the runner the flows use (``flows/dask_runner.py``).
     """
-    import dask
-
-    environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
-               if k != "MALLOC_TRIM_THRESHOLD_"}
-    return {"distributed.worker.daemon": False, "distributed.nanny.pre-spawn-environ": environ}
+    return {"n_workers": 1, "threads_per_worker": workers or machine_cores(), "processes": False,
+            "dashboard_address": None}
 
 
 @contextlib.contextmanager
 def dask_client(cfg: ExtractConfig) -> Iterator[Any]:
-    """A Dask client for ``cfg``: ``Client(dask_address)``, or a LocalCluster of ``workers`` processes
-    (default: one per core), one thread each, worker processes allowed to start the decoder child."""
-    import dask
+    """A Dask client for ``cfg``: ``Client(dask_address)``, or an in-process LocalCluster of
+    ``workers`` threads (:func:`local_cluster_kwargs`)."""
     from distributed import Client, LocalCluster
 
     if cfg.dask_address:
@@ -627,9 +672,7 @@ def dask_client(cfg: ExtractConfig) -> Iterator[Any]:
         finally:
             client.close()
         return
-    workers = cfg.workers or (os.cpu_count() or 1)
-    with dask.config.set(worker_settings()):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(**local_cluster_kwargs(cfg.workers))
     client = Client(cluster)
     try:
         yield client
@@ -676,14 +719,17 @@ def extract_features(cfg: ExtractConfig, client: Any = None, progress: bool = Tr
     errors: list[str] = []
     bar = tqdm(total=len(pending), desc=f"extract {plan.store_id}", unit="shard", disable=not progress)
     t_extract = time.perf_counter()
-    if pending and cfg.workers == 0 and client is None and cfg.dask_address is None:
-        for i in pending:
-            results[i] = extract_shard(plan, i)
-            bar.update(1)
-    elif pending:
-        from distributed import as_completed
+    # shard tasks run in this process (workers=0, the in-process LocalCluster) or elsewhere; either
+    # way this process gets its torch thread count back afterwards
+    with torch_threads(int(plan.torch_threads or 1)), contextlib.ExitStack() as stack:
+        if pending and cfg.workers == 0 and client is None and cfg.dask_address is None:
+            stack.callback(_close_decoder)
+            for i in pending:
+                results[i] = extract_shard(plan, i)
+                bar.update(1)
+        elif pending:
+            from distributed import as_completed
 
-        with contextlib.ExitStack() as stack:
             t = time.perf_counter()
             if client is None:
                 client = stack.enter_context(dask_client(cfg))

@@ -235,7 +235,7 @@ def dataset_info(dataset_dir: Path) -> None:
 @click.option("--visual-weights", default=None, metavar="PATH|random", help="Visual checkpoint (default: the packaged/cached weights).")
 @click.option("--audio-weights", default=None, metavar="PATH|random", help="Audio checkpoint (vggish needs one).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="LocalCluster worker processes; 0 = in this process, no Dask.  [default: one per core]")
+              help="Shard tasks at once: threads of the in-process LocalCluster; 0 = one after the other, no Dask.  [default: one per core]")
 @click.option("--dask-address", default=None, metavar="tcp://HOST:PORT", help="Use an existing Dask scheduler instead of a LocalCluster.")
 @click.option("--device", type=DEVICES, default=None, help="Where the CNN runs.  [default: auto]")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Clips per shard (one Dask task each).")

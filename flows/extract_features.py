@@ -27,6 +27,7 @@ from features.extract import (
     extract_shard,
     finalize_store,
     plan_store,
+    torch_threads,
 )
 from flows.artifacts import artifact_key, markdown_table, publish_markdown, publish_table
 from flows.caching import cached_unless_missing, key_and_source
@@ -184,7 +185,7 @@ def extract_features_flow(
     """Build (or finish, or confirm) the feature store of ``dataset_dir`` under ``out_root``.
 
     ``dask_address`` (``tcp://HOST:PORT``) runs the shard tasks on an existing Dask cluster;
-    without it a LocalCluster with ``workers`` processes (default: one per core) is started for
+    without it a LocalCluster in this process with ``workers`` threads (default: one per core) is started for
     the run (``workers=0``: in this process, no Dask). ``visual_weights``/``audio_weights``: a
     checkpoint path or ``random``. Omitted options keep the library's defaults
     (efficientnet_lite0 + logmel, hdf5).
@@ -197,7 +198,8 @@ def extract_features_flow(
         summary, outcomes = read_complete_store(plan), []
     else:
         runner = make_task_runner(config.dask_address, config.workers)
-        outcomes = extract_shards_flow.with_options(task_runner=runner)(plan)
+        with torch_threads(int(plan.torch_threads or 1)):   # the shard tasks may run in this process's threads
+            outcomes = extract_shards_flow.with_options(task_runner=runner)(plan)
         summary = finalize_store_task(plan, outcomes)
     publish_store_artifacts(summary, outcomes, time.perf_counter() - t0)
     return summary

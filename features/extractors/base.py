@@ -12,7 +12,8 @@ BatchNorm folded into the convolutions, activations fused, oneDNN weights pre-pa
 from the first batch. Measured on this project's 2-core CPU (EfficientNet-Lite0, 224², 1 thread):
 12.7 ms per frame at batch 4 against 26-52 ms for the eager channels-last module at batch 1-32;
 outputs differ from eager by < 5e-5 (max abs, values up to ~6) and are bit-identical from run to run
-at a fixed batch size and thread count. ``"eager"`` runs the module as is. On CUDA the eager module
+at a fixed batch size and thread count. One extractor may be called from several threads at once
+(the graph is built once, under a lock). ``"eager"`` runs the module as is. On CUDA the eager module
 always runs (cuDNN). ``torch.compile`` was measured too: 17 s to compile per process and no faster
 than eager here. TorchScript is deprecated in torch 2.14 (a FutureWarning, silenced here); when a
 torch release cannot build the graph, the first call raises and says to choose ``engine="eager"``
@@ -22,6 +23,7 @@ torch release cannot build the graph, the first call raises and says to choose `
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from typing import Any, Literal
 
@@ -113,6 +115,7 @@ class VisualExtractor:
         self.module = module.to(self.device, memory_format=torch.channels_last)
         self.engine: VisualEngine = engine
         self._graph: torch.nn.Module | None = None
+        self._graph_lock = threading.Lock()   # shard tasks in threads share one extractor
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
 
@@ -155,8 +158,10 @@ class VisualExtractor:
         if self.engine != "graph" or self.device.type != "cpu":
             return self.module
         if self._graph is None:
-            self._graph = freeze_graph(self.module, example, self.name)
-            log.debug("%s: built the frozen TorchScript graph", self.name)
+            with self._graph_lock:   # built once; calls from several threads then share it
+                if self._graph is None:
+                    self._graph = freeze_graph(self.module, example, self.name)
+                    log.debug("%s: built the frozen TorchScript graph", self.name)
         return self._graph
 
 

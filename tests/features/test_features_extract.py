@@ -241,17 +241,45 @@ def test_real_dask_scheduler_and_two_workers(reference, tiny_dataset, tmp_path):
                 p.kill()
 
 
-def test_local_cluster_workers_run_without_dasks_malloc_trim_setting(tiny_dataset, tmp_path, monkeypatch):
-    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its own process and its workers, which made the CNN ~2.7x
-    slower here (glibc then mmaps every activation tensor); our LocalCluster leaves it out of both."""
-    import os
+def test_local_cluster_runs_shard_tasks_in_threads_of_this_process(reference, tiny_dataset, tmp_path):
+    """The default runner: one Dask worker inside this process, one thread per shard task. The two
+    threads share one extractor (built once), store the same bytes as the serial reference, give this
+    process its torch thread count back and leave no decoder child behind."""
+    import psutil
+    import torch
 
-    from features.extract import _restore_malloc_thresholds, dask_client
+    from features.extract import dask_client
+
+    _, ref = reference
+    cfg = _cfg(tiny_dataset, tmp_path, workers=2)
+    with dask_client(cfg) as client:
+        workers = client.scheduler_info()["workers"]
+        assert [w["nthreads"] for w in workers.values()] == [2]
+        assert set(client.run(os.getpid).values()) == {os.getpid()}
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        summary = extract_features(cfg, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert _sha(FeatureStore.open(summary.store_dir)) == _sha(ref)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _decoder_children(psutil.Process()):
+        time.sleep(0.1)
+    assert _decoder_children(psutil.Process()) == []
+
+
+def _decoder_children(proc) -> list:
+    return [c for c in proc.children(recursive=True) if "pipelines.media" in " ".join(c.cmdline())]
+
+
+def test_malloc_thresholds_are_raised_only_under_dasks_trim_setting(monkeypatch):
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers, which made the CNN ~2.7x slower here
+    (glibc then mmaps every activation tensor); a shard task undoes it only when the variable is set."""
+    from features.extract import _restore_malloc_thresholds
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    with dask_client(_cfg(tiny_dataset, tmp_path, workers=1)) as client:
-        seen = list(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values())
-    assert seen == [None] and "MALLOC_TRIM_THRESHOLD_" not in os.environ
     assert _restore_malloc_thresholds() is False        # nothing to undo without the variable
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # a worker under someone else's nanny
     assert _restore_malloc_thresholds() is True
