@@ -406,6 +406,11 @@ class ClipDecoder:
         self._shm: shared_memory.SharedMemory | None = None   # decoded clips come back through it
         self.restarts = 0
 
+    @property
+    def pid(self) -> int | None:
+        """The decoder child's process id (None before the first call or after ``close``)."""
+        return self._proc.pid if self._alive() else None  # type: ignore[union-attr]
+
     # lifecycle ------------------------------------------------------------------------------
     def _alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
