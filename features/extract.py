@@ -42,7 +42,9 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from features.extractors import AudioConfig, VisualConfig, build_audio, build_visual, resolve_device, weights_identity
+from features.extractors import (
+    AudioConfig, VisualConfig, build_audio, build_visual, resolve_device, torch_threads, weights_identity,
+)
 from features.labels import normalise_boxes, segment_labels
 from features.weights import WeightsError
 from features.store import (
@@ -56,7 +58,7 @@ from pipelines.segments import SegmentSpec
 __all__ = [
     "ExtractConfig", "ClipJob", "StorePlan", "ShardResult", "StoreSummary",
     "plan_store", "extract_shard", "finalize_store", "complete_store_summary", "extract_features", "compute_store_id",
-    "dask_client", "default_batch_size", "local_cluster_kwargs", "machine_cores", "torch_threads",
+    "dask_client", "default_batch_size", "local_cluster_kwargs", "machine_cores",
 ]
 
 log = logging.getLogger(__name__)
@@ -440,21 +442,6 @@ def _set_threads(plan: StorePlan) -> int:
     threads = int(plan.torch_threads or 1)
     torch.set_num_threads(threads)
     return threads
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run the block with torch set to ``threads`` intra-op threads; restore the caller's count after.
-
-    Wrap in-process extraction (shard tasks in threads of this process) in it, so that the process
-    goes on with the thread count it had.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def extract_shard(plan: StorePlan, shard: int) -> ShardResult:

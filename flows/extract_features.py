@@ -27,8 +27,8 @@ from features.extract import (
     extract_shard,
     finalize_store,
     plan_store,
-    torch_threads,
 )
+from features.extractors import torch_threads
 from flows.artifacts import artifact_key, markdown_table, publish_markdown, publish_table
 from flows.caching import cached_unless_missing, key_and_source
 from flows.dask_runner import make_task_runner

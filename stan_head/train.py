@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
+from features.extractors import torch_threads
 from features.store import FeatureStore
 from pipelines.atomic import atomic_write_text
 from stan_head.checkpoint import (
@@ -133,19 +133,6 @@ def _code_version() -> str:
         return metadata.version("wherewhen")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_ratio: float) -> float:
@@ -278,7 +265,8 @@ def train_head(config: TrainConfig) -> TrainSummary:
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
 
-    with _threads(config.num_threads), _rng_scope(device):
+    threads = contextlib.nullcontext() if config.num_threads is None else torch_threads(config.num_threads)
+    with threads, _rng_scope(device):
         torch.manual_seed(config.seed)
         head = build_head(head_cfg).to(device)
         decay = [p for n, p in head.named_parameters() if p.dim() >= 2]

@@ -13,11 +13,11 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from features.extractors.base import AudioExtractor, VisualEngine, VisualExtractor, resolve_device
+from features.extractors.base import AudioExtractor, VisualEngine, VisualExtractor, resolve_device, torch_threads
 
 __all__ = [
     "VisualConfig", "AudioConfig", "VISUAL_NAMES", "AUDIO_NAMES", "build_visual", "build_audio",
-    "VisualExtractor", "AudioExtractor", "resolve_device", "weights_identity",
+    "VisualExtractor", "AudioExtractor", "resolve_device", "torch_threads", "weights_identity",
 ]
 
 VISUAL_NAMES = ("efficientnet_lite0", "resnet18", "resnet50", "vgg19")

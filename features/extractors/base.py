@@ -22,9 +22,11 @@ torch release cannot build the graph, the first call raises and says to choose `
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import warnings
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
@@ -32,7 +34,7 @@ from torch import nn
 
 from features.geometry import PADDED_STRIDE32
 
-__all__ = ["VisualExtractor", "AudioExtractor", "resolve_device", "freeze_graph", "IMAGENET_MEAN", "IMAGENET_STD",
+__all__ = ["VisualExtractor", "AudioExtractor", "resolve_device", "torch_threads", "freeze_graph", "IMAGENET_MEAN", "IMAGENET_STD",
            "VisualEngine"]
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,21 @@ def freeze_graph(module: nn.Module, example: torch.Tensor, name: str = "module")
             f"{name}: torch {torch.__version__} could not build the frozen TorchScript graph "
             f"({type(exc).__name__}: {exc}); extract with the eager engine instead "
             f"(VisualConfig(name=..., engine='eager'), a different store-id)") from exc
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with torch set to ``threads`` intra-op threads; restore the caller's count after.
+
+    Used around in-process extraction (shard tasks in threads of this process) and training, so that
+    the process goes on with the thread count it had.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class VisualExtractor:
