@@ -21,6 +21,7 @@ from typing import Annotated, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipelines.encode import encoder_identity
 from pipelines.manifest import BoxRecord, ClipRecord, FailureRecord, write_dataset
 from pipelines.media import ClipDecoder, MediaError, MediaInfo
 from pipelines.sources.ave import AVESource, collect_ave
@@ -304,6 +305,7 @@ def build_dataset(config: BuildConfig) -> BuildSummary:
     card = write_dataset(out, clips, failures, boxes, {
         "name": col.name, "source": col.source, "classes": classes,
         "media_root": col.media_root_card, "build": build_params, "fingerprint": "", "num_clips": 0, "num_failures": 0,
+        "media_encoder": encoder_identity() if isinstance(config.source, SyntheticSource) else None,
     })
     class_counts: dict[str, int] = {}
     for c in clips:

@@ -1,27 +1,108 @@
-"""Writing h264 + AAC mp4 files with PyAV (no ffmpeg binary needed).
+"""Writing h264 + AAC mp4 files with PyAV (no ffmpeg binary needed), byte-identical on every x86-64 CPU.
 
-Used by the synthetic generator and by the youtube-csv source to cut a window out of a
-downloaded video. Encoding is deterministic: libx264 with one thread and fixed options, and
-the muxer in bitexact mode (no encoder version strings or creation times that vary), so the
-same frames and samples give byte-identical files.
+Used by the synthetic generator, by the explain command's mp4 and by the youtube-csv source
+to cut a window out of a downloaded video. The same frames and samples give the same bytes on
+any x86-64 machine, with or without AVX-512, because nothing on the encode path picks code by
+the CPU it runs on:
+
+- colour conversion (RGB → yuv420p, BT.601 limited range, 2×2 chroma mean) is integer numpy
+  here, not swscale;
+- libx264 runs its portable C path (``asm=0``): its AVX-512 kernels in the libx264 that PyAV's
+  wheel bundles are not deterministic (the same frames gave 4 different files in 4 encodes on an
+  AVX-512 EPYC), and its SSE/AVX2 kernels give other bytes than each other;
+- FFmpeg's own SIMD (the AAC encoder's MDCT and float DSP) is switched off while the encoders
+  open (:func:`portable_ffmpeg_cpu`), so the AAC encoder runs FFmpeg's C code;
+- one thread everywhere, and the muxer in bitexact mode (no version strings or creation times).
+
+:data:`ENCODER_SETTING` names this setting; synthetic datasets record it (with the library
+versions) in their card and in ``manifest.parquet``'s metadata, so a change of setting changes
+the dataset fingerprint on purpose.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-__all__ = ["Mp4Writer"]
+__all__ = ["Mp4Writer", "ENCODER_SETTING", "encoder_identity", "rgb_to_yuv420p", "portable_ffmpeg_cpu", "cut_clip"]
 
 log = logging.getLogger(__name__)
 
+#: The one encoder setting every mp4 this project writes uses. Change it only on purpose: it
+#: enters synthetic datasets' fingerprints, and the golden test's hashes must be re-recorded.
+ENCODER_SETTING = "libx264 asm=0 threads=1; aac ffmpeg-cpuflags=0 threads=1; rgb->yuv420p bt601-limited numpy; mp4 bitexact"
+_X264_PARAMS = "threads=1:sliced-threads=0:asm=0"
+
+_cpu_lock = threading.Lock()
+
+
+def encoder_identity() -> dict[str, str]:
+    """The setting plus the library versions that produce the bytes (for dataset cards)."""
+    return {"setting": ENCODER_SETTING, "pyav": av.__version__, "ffmpeg": str(av.ffmpeg_version_info)}
+
+
+def _pyav_libavutil() -> ctypes.CDLL:
+    """The libavutil that PyAV itself loaded (not decord's own copy), found in this process's maps."""
+    av_dir = Path(av.__file__).resolve().parent.parent
+    with open("/proc/self/maps", encoding="utf-8") as fh:
+        paths = sorted(set(re.findall(r"(/\S*libavutil\S*\.so\S*)", fh.read())))
+    ours = [p for p in paths if "decord" not in p] or paths
+    preferred = [p for p in ours if Path(p).resolve().is_relative_to(av_dir)] or ours
+    if not preferred:
+        raise RuntimeError("cannot find PyAV's libavutil in this process; the encoder cannot switch FFmpeg's SIMD off")
+    return ctypes.CDLL(preferred[0])
+
+
+@contextmanager
+def portable_ffmpeg_cpu() -> Iterator[None]:
+    """FFmpeg's SIMD off while encoders are opened inside the block (they pick their kernels at open).
+
+    The CPU flags are process-wide in FFmpeg; they are restored when the block ends, so only codecs
+    opened inside it (by any thread, at a cost in speed, never in correctness) run the C code.
+    """
+    lib = _pyav_libavutil()
+    lib.av_get_cpu_flags.restype = ctypes.c_int
+    lib.av_force_cpu_flags.argtypes = [ctypes.c_int]
+    with _cpu_lock:
+        before = lib.av_get_cpu_flags()
+        lib.av_force_cpu_flags(0)
+        try:
+            yield
+        finally:
+            lib.av_force_cpu_flags(before)
+
+
+def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) RGB → uint8 (H·3/2, W) planar yuv420p, BT.601 limited range, in integer arithmetic.
+
+    Chroma is computed from the rounded mean RGB of each 2×2 block. H and W must be even.
+    """
+    h, w = rgb.shape[:2]
+    x = rgb.astype(np.int32)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+    m = (x.reshape(h // 2, 2, w // 2, 2, 3).sum(axis=(1, 3)) + 2) >> 2
+    r2, g2, b2 = m[..., 0], m[..., 1], m[..., 2]
+    u = ((-38 * r2 - 74 * g2 + 112 * b2 + 128) >> 8) + 128
+    v = ((112 * r2 - 94 * g2 - 18 * b2 + 128) >> 8) + 128
+    out = np.empty((h * 3 // 2, w), dtype=np.uint8)
+    out[:h] = np.clip(y, 0, 255)
+    out[h : h + h // 4] = np.clip(u, 0, 255).reshape(h // 4, w)
+    out[h + h // 4 :] = np.clip(v, 0, 255).reshape(h // 4, w)
+    return out
+
 
 class Mp4Writer:
-    """Stream RGB frames and mono float audio into an h264 + AAC mp4.
+    """Stream RGB frames and mono float audio into an h264 + AAC mp4, with :data:`ENCODER_SETTING`.
 
     Args:
         path: output file (written directly; wrap in :func:`pipelines.atomic.atomic_path`).
@@ -37,6 +118,7 @@ class Mp4Writer:
         if width % 2 or height % 2:
             raise ValueError(f"h264 needs even frame sizes, got {width}x{height}")
         self.path = Path(path)
+        self._size = (height, width)
         self._container = av.open(str(self.path), mode="w", format="mp4",
                                   options={"fflags": "+bitexact"})
         self._container.metadata.clear()
@@ -44,7 +126,7 @@ class Mp4Writer:
         vs = self._container.add_stream("libx264", rate=rate)
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
         vs.codec_context.thread_count = 1
-        vs.options = {"preset": preset, "crf": str(crf), "threads": "1", "x264-params": "threads=1:sliced-threads=0"}
+        vs.options = {"preset": preset, "crf": str(crf), "threads": "1", "x264-params": _X264_PARAMS}
         self._video = vs
         self._audio = None
         self._audio_rate = audio_rate
@@ -54,16 +136,20 @@ class Mp4Writer:
             a.layout = "mono"
             a.codec_context.thread_count = 1
             self._audio = a
+        with portable_ffmpeg_cpu():
+            self._container.start_encoding()  # opens both encoders now, with FFmpeg's SIMD off
         self._frames = 0
 
     def write_frame(self, rgb: np.ndarray) -> None:
         """Append one frame: uint8 (height, width, 3) RGB."""
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
+        rgb = np.asarray(rgb, dtype=np.uint8)
+        if rgb.shape != (*self._size, 3):
+            raise ValueError(f"{self.path}: frame of shape {rgb.shape}, expected {(*self._size, 3)}")
+        frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(rgb), format="yuv420p")
         frame.pts = self._frames
         self._frames += 1
         for packet in self._video.encode(frame):
             self._container.mux(packet)
-
     def write_audio(self, samples: np.ndarray) -> None:
         """Append mono audio: float32 (n,) in [-1, 1] at ``audio_rate``."""
         if self._audio is None:

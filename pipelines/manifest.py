@@ -108,6 +108,9 @@ class DatasetCard(BaseModel):
     num_clips: int
     num_failures: int
     split_counts: dict[str, int] = Field(default_factory=dict)
+    # how the build wrote the media it made itself (synthetic: pipelines.encode.encoder_identity()):
+    # its "setting" is also stored in manifest.parquet's metadata, so it enters the fingerprint
+    media_encoder: dict[str, str] | None = None
 
 
 MANIFEST_SCHEMA = pa.schema(
@@ -155,8 +158,11 @@ def code_version() -> str:
         return "0+unknown"
 
 
-def _write_table(path: Path, rows: Sequence[BaseModel], schema: pa.Schema) -> None:
+def _write_table(path: Path, rows: Sequence[BaseModel], schema: pa.Schema,
+                 metadata: dict[str, str] | None = None) -> None:
     cols = {name: [getattr(r, name) for r in rows] for name in schema.names}
+    if metadata:
+        schema = schema.with_metadata(dict(sorted(metadata.items())))
     table = pa.Table.from_pydict(cols, schema=schema)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True)
@@ -194,13 +200,15 @@ def write_dataset(
         raise ValueError(f"duplicate clip_id in manifest: {dup}")
     failures = sorted(failures, key=lambda r: (r.stage, r.clip_id, r.relpath, r.error))
     boxes = sorted(boxes, key=lambda r: (r.clip_id, r.segment))
-    _write_table(out_dir / "manifest.parquet", clips, MANIFEST_SCHEMA)
+    base = card.model_dump() if isinstance(card, DatasetCard) else dict(card)
+    encoder = (base.get("media_encoder") or {}).get("setting")
+    _write_table(out_dir / "manifest.parquet", clips, MANIFEST_SCHEMA,
+                 {"wherewhen.media_encoder": encoder} if encoder else None)
     _write_table(out_dir / "failures.parquet", failures, FAILURE_SCHEMA)
     if boxes:
         _write_table(out_dir / "boxes.parquet", boxes, BOX_SCHEMA)
     else:
         (out_dir / "boxes.parquet").unlink(missing_ok=True)
-    base = card.model_dump() if isinstance(card, DatasetCard) else dict(card)
     splits: dict[str, int] = {}
     for c in clips:
         splits[c.split] = splits.get(c.split, 0) + 1

@@ -10,7 +10,8 @@ AM tone, buzz, FM warble, beeps). In every clip (10 s, AVE style 10 × 1-s segme
 - the background has visual texture + per-frame noise and audio noise;
 - in about 20 % of clips the sounding object is off-screen for part of the event (no box there).
 
-Output (``root`` is the dataset folder): ``videos/<video_id>.mp4`` (h264 + AAC 16 kHz mono),
+Output (``root`` is the dataset folder): ``videos/<video_id>.mp4`` (h264 + AAC 16 kHz mono, encoded
+with :data:`pipelines.encode.ENCODER_SETTING`, byte-identical on every x86-64 CPU),
 ``annotations.csv`` (video_id,label,start_s,end_s — no split column: the build assigns a
 seeded class-stratified split, exactly as for a user's folder) and ``boxes.csv``
 (video_id,segment,x0,y0,x1,y1 in pixels). Same seed and parameters → byte-identical files.
@@ -23,6 +24,7 @@ import io
 import json
 import logging
 from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing import current_process, get_context
 from pathlib import Path
@@ -32,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipelines.atomic import atomic_path, atomic_write_text
-from pipelines.encode import Mp4Writer
+from pipelines.encode import ENCODER_SETTING, Mp4Writer
 
 __all__ = ["SyntheticSource", "CLASS_CATALOG", "generate_synthetic", "SyntheticResult"]
 
@@ -320,8 +322,12 @@ def _sound(kind: str, t: np.ndarray, rng: np.random.Generator, rate: int) -> np.
     return x / (np.sqrt(np.mean(x**2)) + 1e-9)
 
 
-def render_clip(cfg: SyntheticSource, plan: ClipPlan, path: Path) -> None:
-    """Render and encode one clip to ``path`` (atomically)."""
+def render_media(cfg: SyntheticSource, plan: ClipPlan) -> tuple[Iterator[np.ndarray], np.ndarray]:
+    """(frames, audio) of one clip: uint8 (size, size, 3) RGB frames, lazily, and float32 mono audio.
+
+    The audio is drawn first and the frames as they are iterated, from one seeded generator, so
+    the same plan always gives the same pixels and samples.
+    """
     rng = np.random.default_rng(plan.seed)
     s, fps = cfg.size, cfg.fps
     n_frames = cfg.duration_s * fps
@@ -341,20 +347,31 @@ def render_clip(cfg: SyntheticSource, plan: ClipPlan, path: Path) -> None:
     fade[:nf] = np.linspace(0, 1, nf)
     fade[-nf:] = np.linspace(1, 0, nf)
     audio[a:b] += 0.5 * plan.gain * seg * fade  # event RMS 0.12-0.2 over a 0.02 noise floor
+
+    def frames() -> Iterator[np.ndarray]:
+        for i in range(n_frames):
+            t = i / fps
+            frame = bg + rng.normal(0, 6, size=bg.shape)
+            frame = np.clip(frame, 0, 255).astype(np.uint8)
+            for obj in plan.distractors:
+                x, y = _obj_xy(obj, t, s)
+                _paste(frame, *sprites[id(obj)], x, y)
+            if int(t) not in plan.hidden_segments:
+                x, y = _obj_xy(plan.event, t, s)
+                _paste(frame, *sprites[id(plan.event)], x, y)
+            yield frame
+
+    return frames(), audio.astype(np.float32)
+
+
+def render_clip(cfg: SyntheticSource, plan: ClipPlan, path: Path) -> None:
+    """Render and encode one clip to ``path`` (atomically)."""
+    frames, audio = render_media(cfg, plan)
     with atomic_path(path) as tmp:
-        with Mp4Writer(tmp, s, s, fps, audio_rate=rate, crf=cfg.crf) as writer:
-            for i in range(n_frames):
-                t = i / fps
-                frame = bg + rng.normal(0, 6, size=bg.shape)
-                frame = np.clip(frame, 0, 255).astype(np.uint8)
-                for obj in plan.distractors:
-                    x, y = _obj_xy(obj, t, s)
-                    _paste(frame, *sprites[id(obj)], x, y)
-                if int(t) not in plan.hidden_segments:
-                    x, y = _obj_xy(plan.event, t, s)
-                    _paste(frame, *sprites[id(plan.event)], x, y)
+        with Mp4Writer(tmp, cfg.size, cfg.size, cfg.fps, audio_rate=cfg.audio_rate, crf=cfg.crf) as writer:
+            for frame in frames:
                 writer.write_frame(frame)
-            writer.write_audio(audio.astype(np.float32))
+            writer.write_audio(audio)
 
 
 def _render_job(args: tuple[dict, ClipPlan, str]) -> str:
@@ -384,8 +401,8 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
 def generate_synthetic(cfg: SyntheticSource, root: Path, workers: int = 1) -> SyntheticResult:
     """Write contract 1 for ``cfg`` into ``root`` (videos/, annotations.csv, boxes.csv).
 
-    Resumable: a clip already written by an earlier run with the same parameters (recorded in
-    ``synthetic.json``) is kept, so a crashed generation continues where it stopped. Videos are
+    Resumable: a clip already written by an earlier run with the same parameters and encoder
+    setting (recorded in ``synthetic.json``) is kept, so a crashed generation continues where it stopped. Videos are
     encoded in a process pool of ``workers`` processes (spawn) when ``workers > 1`` and there
     are at least 8 clips to encode.
     """
@@ -393,7 +410,8 @@ def generate_synthetic(cfg: SyntheticSource, root: Path, workers: int = 1) -> Sy
     videos = root / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     params_path = root / "synthetic.json"
-    params = json.dumps(cfg.model_dump(), sort_keys=True, indent=2) + "\n"
+    # the encoder setting is part of what the files depend on: another setting re-renders every clip
+    params = json.dumps({**cfg.model_dump(), "encoder": ENCODER_SETTING}, sort_keys=True, indent=2) + "\n"
     same = params_path.is_file() and params_path.read_text(encoding="utf-8") == params
     if not same:
         for old in videos.glob("syn*.mp4"):
