@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from features.compute_kind import ComputeKindMismatch, claim_compute_kind, compute_kind, describe
 from features.extractors import (
     AudioConfig, VisualConfig, build_audio, build_visual, resolve_device, torch_threads, weights_identity,
 )
@@ -173,6 +174,7 @@ class ShardResult(BaseModel):
     visual_card: dict[str, Any] = Field(default_factory=dict)
     audio_card: dict[str, Any] = Field(default_factory=dict)
     device: str = ""
+    compute: dict[str, str] = Field(default_factory=dict)  # features.compute_kind.compute_kind()
 
 
 class StoreSummary(BaseModel):
@@ -469,6 +471,8 @@ def _extract_shard(plan: StorePlan, shard: int, path: Path) -> ShardResult:
     if _restore_malloc_thresholds():
         log.debug("shard %d: raised glibc's malloc thresholds (MALLOC_TRIM_THRESHOLD_ was set)", shard)
     device = resolve_device(cfg.device)
+    kind = compute_kind(device)
+    claim_compute_kind(plan.store_dir, kind)  # refuses to add values of another compute kind to the store
     jobs = plan.shards[shard]
     k = len(plan.classes)
     t_num, f_num, s = spec.num_segments, spec.frames_per_segment, spec.frame_size
@@ -554,7 +558,7 @@ def _extract_shard(plan: StorePlan, shard: int, path: Path) -> ShardResult:
         })
     result = ShardResult(
         shard=shard, path=str(path), rows=rows, failures=failures,
-        visual_card=visual.card(), audio_card=audio.card(), device=str(device),
+        visual_card=visual.card(), audio_card=audio.card(), device=str(device), compute=kind,
         timings={"models_s": t_models, "decode_s": decode_s, "decode_wait_s": wait_s,
                  "visual_s": batcher.seconds, "audio_s": audio_s, "torch_threads": float(threads)},
     )
@@ -581,6 +585,10 @@ def finalize_store(plan: StorePlan, results: list[ShardResult], timings: dict[st
     if [r.shard for r in results] != list(range(plan.num_shards)):
         raise ValueError(f"finalize_store: need results for shards 0..{plan.num_shards - 1}, got {[r.shard for r in results]}")
     store_dir = plan.store_dir
+    kinds = {json.dumps(r.compute, sort_keys=True): r.compute for r in results if r.compute}
+    if len(kinds) > 1:
+        raise ComputeKindMismatch(f"{store_dir}: its shards were computed on different kinds "
+                                  f"({'; '.join(describe(k) for k in kinds.values())}); extract it again on one")
     for stale in store_dir.glob(".shard-*"):   # temp files of writers killed mid-write; every shard is complete now
         log.info("removing the leftover temp file %s", stale)
         stale.unlink(missing_ok=True)
@@ -611,7 +619,7 @@ def finalize_store(plan: StorePlan, results: list[ShardResult], timings: dict[st
         visual=ref.visual_card, audio=ref.audio_card, visual_shape=tuple(ref.visual_card["feature_shape"]),
         audio_dim=int(ref.audio_card["dim"]), dtype="float16", shard_size=plan.config.shard_size,
         num_shards=plan.num_shards, clips=len(index), failures=len(failures), code_version=plan.code_version,
-        device=ref.device, timings=stage,
+        device=ref.device, compute=next(iter(kinds.values()), {}), timings=stage,
     )
     write_card(store_dir, card)
     return StoreSummary(
@@ -735,6 +743,9 @@ def extract_features(cfg: ExtractConfig, client: Any = None, progress: bool = Tr
     bar.close()
     timings["extract_wall_s"] = time.perf_counter() - t_extract
     if errors:
+        mismatch = [e for e in errors if "ComputeKindMismatch" in e]
+        if mismatch:  # the same refusal from every shard: say it once
+            raise ComputeKindMismatch(mismatch[0].split("ComputeKindMismatch: ", 1)[1])
         raise RuntimeError(f"{len(errors)} shard task(s) failed; store {plan.store_dir} left incomplete "
                            f"(re-run to resume): " + "; ".join(errors))
     timings["total_s"] = time.perf_counter() - t0

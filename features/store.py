@@ -7,6 +7,7 @@ Layout of ``<out_root>/<dataset>/<store-id>/``::
     index.parquet                          clip_id, shard, row, label_idx, split, sha256,
                                            event_start_s, event_end_s, has_audio
     store.json                             the store card (:class:`StoreCard`)
+    compute.json                           the compute kind the shards were made on (features.compute_kind)
     boxes.parquet                          the dataset's boxes, normalised to [0, 1] of the frame
     failures.parquet                       clip_id, relpath, stage, error, message
 
@@ -120,6 +121,8 @@ class StoreCard(BaseModel):
     failures: int = 0
     code_version: str = ""
     device: str = ""
+    # what decides the values' last bits (features.compute_kind): device, CPU capability or GPU, torch
+    compute: dict[str, str] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
 
     @property

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from features.clip import ClipFeaturizer
+from features.compute_kind import ComputeKindMismatch
 from features.extract import ExtractConfig, extract_features, plan_store
 from features.store import FeatureStore, clip_sha256, shard_path
 from pipelines.build import BuildConfig, build_dataset
@@ -57,12 +59,13 @@ def test_store_contents(reference, tiny_dataset):
     summary, store = reference
     assert summary.clips == 12 and summary.failures == 0 and summary.shards == 4 and not summary.skipped
     assert sorted(p.name for p in summary.store_dir.iterdir()) == [
-        "boxes.parquet", "failures.parquet", "index.parquet", *[f"shard-{i:05d}.h5" for i in range(4)], "store.json"]
+        "boxes.parquet", "compute.json", "failures.parquet", "index.parquet", *[f"shard-{i:05d}.h5" for i in range(4)], "store.json"]
     card = store.card
     assert card.visual["name"] == "efficientnet_lite0" and card.visual["weights_sha256"].startswith("5793442")
     assert card.audio["name"] == "logmel" and card.audio_dim == 128
     assert card.visual_shape == (2, 2, 1280) and card.num_segments == 4 and card.frames_per_segment == 2
     assert card.dataset_fingerprint and card.classes and card.store_id == summary.store_id
+    assert card.compute["device"] == "cpu" and card.compute["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert {"plan_s", "shards_decode_s", "shards_visual_s", "shards_write_s", "total_s"} <= set(card.timings)
     batch = store.read(np.arange(len(store)))
     assert batch.visual.shape == (12, 4, 2, 2, 1280) and batch.visual.dtype == np.float16
@@ -283,3 +286,28 @@ def test_malloc_thresholds_are_raised_only_under_dasks_trim_setting(monkeypatch)
     assert _restore_malloc_thresholds() is False        # nothing to undo without the variable
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # a worker under someone else's nanny
     assert _restore_malloc_thresholds() is True
+
+
+def test_resume_on_another_cpu_kind_is_refused_naming_both(tiny_dataset, tmp_path):
+    """A store started with torch's DEFAULT CPU kernels (ATEN_CPU_CAPABILITY=default, as on a CPU
+    without AVX2), killed before it finished, then resumed with this machine's kernels: refused."""
+    here = torch.backends.cpu.get_cpu_capability()
+    if here == "DEFAULT":
+        pytest.skip("this CPU has no kernels above torch's DEFAULT, so no second kind to compare")
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+            "from test_features_extract import _cfg; from features.extract import extract_features; "
+            "print(extract_features(_cfg(Path(sys.argv[2]), Path(sys.argv[3])), progress=False).store_dir)")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tiny_dataset), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    store_dir = Path(proc.stdout.strip().splitlines()[-1])
+    for name in ("store.json", "index.parquet", "shard-00003.h5"):  # as if killed before the last shard
+        (store_dir / name).unlink()
+    with pytest.raises(ComputeKindMismatch) as err:
+        extract_features(_cfg(tiny_dataset, tmp_path), progress=False)
+    assert "cpu DEFAULT" in str(err.value) and f"cpu {here}" in str(err.value) and str(store_dir) in str(err.value)
+    assert not (store_dir / "shard-00003.h5").exists() and not (store_dir / "store.json").exists()
+    # the same on a Dask LocalCluster (the shard tasks refuse; the refusal is raised once)
+    with pytest.raises(ComputeKindMismatch, match="cpu DEFAULT"):
+        extract_features(_cfg(tiny_dataset, tmp_path, workers=1), progress=False)
