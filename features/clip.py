@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from features.extractors import AudioConfig, VisualConfig, build_audio, build_visual, resolve_device
+from features.extractors import AudioConfig, VisualConfig, build_audio, build_visual
+from features.runtime import resolve_device
 from features.store import StoreCard
 from features.weights import WeightsError
 from pipelines.media import DecodedClip, decode_clip

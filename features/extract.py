@@ -43,16 +43,16 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.compute_kind import ComputeKindMismatch, claim_compute_kind, compute_kind, describe
-from features.extractors import (
-    AudioConfig, VisualConfig, build_audio, build_visual, resolve_device, torch_threads, weights_identity,
-)
+from features.extractors import AudioConfig, VisualConfig, build_audio, build_visual, weights_identity
+from features.runtime import resolve_device, torch_threads
 from features.labels import normalise_boxes, segment_labels
 from features.weights import WeightsError
 from features.store import (
     FeatureBatch, ShardData, StoreCard, clip_sha256, read_shard_meta, shard_path, write_card,
     write_parquet_atomic, write_shard,
 )
-from pipelines.manifest import code_version, load_dataset
+from pipelines.manifest import load_dataset
+from pipelines.runtime import code_version
 from pipelines.media import ClipDecoder, DecodedClip, MediaError
 from pipelines.segments import SegmentSpec
 

@@ -8,17 +8,17 @@ actually loaded.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from pipelines.runtime import file_sha256
+
 __all__ = [
     "WeightsAsset",
     "WeightsError",
-    "sha256_file",
     "efficientnet_lite0_asset",
     "EFFICIENTNET_LITE0_SHA256",
 ]
@@ -32,15 +32,6 @@ _EFFICIENTNET_LITE0_FILE = "models/efficientnet-lite0-57934424.pth"
 
 class WeightsError(RuntimeError):
     """A weight file is missing, unreadable or does not match its pinned checksum."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in ``chunk``-byte pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -60,7 +51,7 @@ class WeightsAsset:
         path = Path(self.path)
         if not path.is_file():
             raise WeightsError(f"weights {self.name!r}: file not found: {path}")
-        actual = sha256_file(path)
+        actual = file_sha256(path)
         if self.sha256 is not None and actual != self.sha256:
             raise WeightsError(
                 f"weights {self.name!r}: checksum mismatch for {path}: "

@@ -61,7 +61,7 @@ def images_markdown(title: str, images: Iterable[Path], limit: int = 12) -> str:
     parts = [f"# {title}\n"]
     for i, img in enumerate(images):
         if i >= limit:
-            parts.append(f"\n… and more in the same folder.\n")
+            parts.append("\n… and more in the same folder.\n")
             break
         uri = Path(img).resolve().as_uri()
         parts.append(f"\n**{Path(img).name}** — [{uri}]({uri})\n\n![{Path(img).name}]({uri})\n")

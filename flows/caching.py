@@ -26,16 +26,7 @@ from prefect import Task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.context import TaskRunContext
 
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file's bytes, or ``"missing"`` when it does not exist."""
-    if not path.is_file():
-        return "missing"
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from pipelines.runtime import file_sha256
 
 
 @dataclass
@@ -59,7 +50,7 @@ class FileContent(CachePolicy):
         h = hashlib.sha256()
         for p in paths:
             h.update(str(p).encode())
-            h.update(file_sha256(p).encode())
+            h.update((file_sha256(p) if p.is_file() else "missing").encode())
         return h.hexdigest()
 
 

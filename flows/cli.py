@@ -9,7 +9,6 @@ Flow modules are imported inside the commands, so ``--help`` stays fast.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
 import os

@@ -12,7 +12,6 @@ rewrites nothing that is already complete.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Literal, Optional
 
 from prefect import flow, get_run_logger, task
@@ -28,7 +27,7 @@ from features.extract import (
     finalize_store,
     plan_store,
 )
-from features.extractors import torch_threads
+from features.runtime import torch_threads
 from flows.artifacts import artifact_key, markdown_table, publish_markdown, publish_table
 from flows.caching import cached_unless_missing, key_and_source
 from flows.dask_runner import make_task_runner

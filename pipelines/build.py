@@ -9,7 +9,6 @@ A bad file never stops the build: it becomes a failure row with a reason a perso
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -22,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.encode import encoder_identity
+from pipelines.runtime import file_sha256
 from pipelines.manifest import BoxRecord, ClipRecord, FailureRecord, write_dataset
 from pipelines.media import ClipDecoder, MediaError, MediaInfo
 from pipelines.sources.ave import AVESource, collect_ave
@@ -138,16 +138,6 @@ def assign_splits(clip_ids: list[str], labels: list[str], seed: int,
     return out
 
 
-def _sha256(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size
-
-
 def _collect(cfg: BuildConfig) -> Collected:
     src = cfg.source
     out = Path(cfg.out)
@@ -231,7 +221,7 @@ def _probe_all(cands: list[Candidate], workers: int, timeout_s: float,
             info: MediaInfo | MediaError = dec.probe(c.path)
         except MediaError as exc:
             return c, exc, "", 0
-        digest, size = _sha256(c.path)
+        digest, size = file_sha256(c.path), c.path.stat().st_size
         if cache is not None:
             cache.put(c.path, info, digest, size)
         return c, info, digest, size

@@ -10,7 +10,6 @@ file is ever left where the good one would be.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -19,8 +18,9 @@ from pathlib import Path
 import requests
 
 from pipelines.atomic import fsync_dir
+from pipelines.runtime import file_sha256
 
-__all__ = ["download", "DownloadError", "ChecksumError", "sha256_file"]
+__all__ = ["download", "DownloadError", "ChecksumError"]
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +38,6 @@ class DownloadError(RuntimeError):
 
 class ChecksumError(DownloadError):
     """The downloaded bytes do not have the expected sha256."""
-
-
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(block), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _total_from_headers(resp: requests.Response, offset: int) -> int | None:
@@ -91,7 +82,7 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     expected = sha256.lower() if sha256 else None
     if dest.is_file():
-        if expected is None or sha256_file(dest) == expected:
+        if expected is None or file_sha256(dest) == expected:
             log.info("%s already present; not downloading %s", dest, url)
             return dest
         log.warning("%s exists but its sha256 differs from the expected one; downloading again", dest)
@@ -145,7 +136,7 @@ def download(
                 continue
             # complete: verify, then place atomically
             if expected is not None:
-                got = sha256_file(part)
+                got = file_sha256(part)
                 if got != expected:
                     part.unlink(missing_ok=True)
                     raise ChecksumError(

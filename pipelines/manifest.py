@@ -11,11 +11,9 @@ same inputs give a byte-identical ``manifest.parquet``, and atomic (:mod:`pipeli
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.atomic import atomic_path, atomic_write_text
+from pipelines.runtime import code_version, file_sha256
 
 __all__ = [
     "ClipRecord",
@@ -34,7 +33,6 @@ __all__ = [
     "Dataset",
     "write_dataset",
     "load_dataset",
-    "code_version",
     "MANIFEST_SCHEMA",
     "FAILURE_SCHEMA",
     "BOX_SCHEMA",
@@ -150,14 +148,6 @@ BOX_SCHEMA = pa.schema(
 )
 
 
-def code_version() -> str:
-    """The installed wherewhen version (``0+unknown`` when not installed)."""
-    try:
-        return metadata.version("wherewhen")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def _write_table(path: Path, rows: Sequence[BaseModel], schema: pa.Schema,
                  metadata: dict[str, str] | None = None) -> None:
     cols = {name: [getattr(r, name) for r in rows] for name in schema.names}
@@ -166,14 +156,6 @@ def _write_table(path: Path, rows: Sequence[BaseModel], schema: pa.Schema,
     table = pa.Table.from_pydict(cols, schema=schema)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_dataset(
@@ -213,7 +195,7 @@ def write_dataset(
     for c in clips:
         splits[c.split] = splits.get(c.split, 0) + 1
     base.update(
-        fingerprint=_sha256_file(out_dir / "manifest.parquet"),
+        fingerprint=file_sha256(out_dir / "manifest.parquet"),
         num_clips=len(clips),
         num_failures=len(failures),
         split_counts=dict(sorted(splits.items())),
@@ -303,7 +285,7 @@ def load_dataset(dir: str | Path) -> Dataset:  # noqa: A002 - the documented sig
         raise FileNotFoundError(f"{card_path} not found: {root} is not a built dataset (run `wherewhen dataset build`)")
     card = DatasetCard(**json.loads(card_path.read_text(encoding="utf-8")))
     manifest = root / "manifest.parquet"
-    if _sha256_file(manifest) != card.fingerprint:
+    if file_sha256(manifest) != card.fingerprint:
         raise ValueError(f"{manifest} does not match the fingerprint in {card_path}; rebuild the dataset")
     clips = pq.read_table(manifest).to_pandas()
     clips["audio_sample_rate"] = clips["audio_sample_rate"].astype("Int32")  # null without audio

@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from features.extractors import resolve_device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Batch", "SplitTensors", "load_split", "load_splits", "resolve_device"]
+__all__ = ["Batch", "SplitTensors", "load_split", "load_splits"]
 
 
 @dataclass

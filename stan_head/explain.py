@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.clip import ClipFeatures, ClipFeaturizer
-from features.extractors import resolve_device
+from features.runtime import resolve_device
 from features.geometry import GridGeometry, upsample_to_frame
 from pipelines.atomic import atomic_path, atomic_write_text
 from pipelines.encode import Mp4Writer

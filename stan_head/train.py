@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
-from features.extractors import torch_threads
+from features.runtime import resolve_device, torch_threads
 from features.store import FeatureStore
 from pipelines.atomic import atomic_write_text
+from pipelines.runtime import code_version
 from stan_head.checkpoint import (
     BEST_WEIGHTS,
     LAST_STATE,
@@ -44,7 +44,7 @@ from stan_head.checkpoint import (
     save_weights,
     write_run_card,
 )
-from stan_head.data import SplitTensors, load_splits, resolve_device
+from stan_head.data import SplitTensors, load_splits
 from stan_head.models import Head, HeadConfig, HeadOptions, HeadOutput, ModelName, build_head
 
 log = logging.getLogger(__name__)
@@ -126,13 +126,6 @@ class TrainSummary(BaseModel):
             f"{self.model} on store {self.store_id}: best epoch {self.best_epoch}/{self.epochs_run}, "
             f"val acc {val}, test acc {test} ({self.test_clips} clips) -> {self.run_dir}"
         )
-
-
-def _code_version() -> str:
-    try:
-        return metadata.version("wherewhen")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_ratio: float) -> float:
@@ -233,7 +226,7 @@ def train_head(config: TrainConfig) -> TrainSummary:
         visual_shape=(h, w, cv),
         audio_dim=int(card.audio_dim),
         classes=list(card.classes),
-        code_version=_code_version(),
+        code_version=code_version(),
     )
 
     resuming = config.resume and (run_dir / LAST_STATE).is_file()

@@ -13,11 +13,11 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from features.extractors.base import AudioExtractor, VisualEngine, VisualExtractor, resolve_device, torch_threads
+from features.extractors.base import AudioExtractor, VisualEngine, VisualExtractor
 
 __all__ = [
     "VisualConfig", "AudioConfig", "VISUAL_NAMES", "AUDIO_NAMES", "build_visual", "build_audio",
-    "VisualExtractor", "AudioExtractor", "resolve_device", "torch_threads", "weights_identity",
+    "VisualExtractor", "AudioExtractor", "weights_identity",
 ]
 
 VISUAL_NAMES = ("efficientnet_lite0", "resnet18", "resnet50", "vgg19")
@@ -94,7 +94,8 @@ def weights_identity(cfg: VisualConfig | AudioConfig) -> str | None:
     :class:`features.weights.WeightsError` when the weight file is missing, so a bad
     configuration fails before any cluster starts.
     """
-    from features.weights import WeightsError, efficientnet_lite0_asset, sha256_file
+    from features.weights import WeightsError, efficientnet_lite0_asset
+    from pipelines.runtime import file_sha256
 
     if cfg.weights == "random":
         return "random"
@@ -115,4 +116,4 @@ def weights_identity(cfg: VisualConfig | AudioConfig) -> str | None:
         if isinstance(cfg, VisualConfig):
             build_visual(cfg)
         raise WeightsError(f"weights {cfg.name!r}: file not found: {path}")
-    return sha256_file(path)
+    return file_sha256(path)

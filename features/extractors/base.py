@@ -22,19 +22,18 @@ torch release cannot build the graph, the first call raises and says to choose `
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import warnings
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from features.geometry import PADDED_STRIDE32
+from features.runtime import resolve_device
 
-__all__ = ["VisualExtractor", "AudioExtractor", "resolve_device", "torch_threads", "freeze_graph", "IMAGENET_MEAN", "IMAGENET_STD",
+__all__ = ["VisualExtractor", "AudioExtractor", "freeze_graph", "IMAGENET_MEAN", "IMAGENET_STD",
            "VisualEngine"]
 
 log = logging.getLogger(__name__)
@@ -44,13 +43,6 @@ VisualEngine = Literal["graph", "eager"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; anything else is passed to ``torch.device``."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def freeze_graph(module: nn.Module, example: torch.Tensor, name: str = "module") -> torch.nn.Module:
@@ -70,21 +62,6 @@ def freeze_graph(module: nn.Module, example: torch.Tensor, name: str = "module")
             f"{name}: torch {torch.__version__} could not build the frozen TorchScript graph "
             f"({type(exc).__name__}: {exc}); extract with the eager engine instead "
             f"(VisualConfig(name=..., engine='eager'), a different store-id)") from exc
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run the block with torch set to ``threads`` intra-op threads; restore the caller's count after.
-
-    Used around in-process extraction (shard tasks in threads of this process) and training, so that
-    the process goes on with the thread count it had.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class VisualExtractor:

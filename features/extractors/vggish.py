@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from features.extractors.base import AudioExtractor, resolve_device
+from features.extractors.base import AudioExtractor
+from features.runtime import resolve_device
 from features.extractors.logmel import log_mel
 from features.weights import WeightsAsset, WeightsError
 

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict
 
 from pipelines.archive import extract_archive
 from pipelines.atomic import atomic_write_text
-from pipelines.download import download, sha256_file
+from pipelines.download import download
+from pipelines.runtime import file_sha256
 from pipelines.manifest import FailureRecord
 from pipelines.sources.base import Candidate, Collected, is_hidden, media_root_for_card
 
@@ -135,7 +136,7 @@ def _obtain_videos(cfg: AVESource, out_dir: Path) -> Path:
         raise ValueError("the AVE source needs archive_url (the video archive) or videos_dir (already extracted videos)")
     archive = download(cfg.archive_url, out_dir / "downloads" / _archive_name(cfg.archive_url), sha256=cfg.archive_sha256)
     media = out_dir / "media"
-    digest = sha256_file(archive)
+    digest = file_sha256(archive)
     marker = media / ".extracted"
     if not (marker.is_file() and marker.read_text().strip() == digest):
         extract_archive(archive, media)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from features.geometry import GridGeometry
 from features.store import FeatureBatch, FeatureStore
 from stan_head.checkpoint import load_run
-from stan_head.data import resolve_device
+from features.runtime import resolve_device
 from stan_head.evaluation.deletion import Curves, pixel_region_curves, region_curves, segment_curves
 from stan_head.evaluation.explainers import (
     EvalBatch,
