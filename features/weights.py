@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from pipelines.runtime import file_sha256
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "WeightsAsset",
@@ -64,6 +66,8 @@ class WeightsAsset:
 
         Accepts a bare state dict or a checkpoint dict holding one under ``state_dict``/``model``.
         """
+        import torch  # here, so that reading the registry or hashing a file imports no torch
+
         digest = self.verify()
         try:
             obj = torch.load(Path(self.path), map_location="cpu", weights_only=True)

@@ -25,21 +25,19 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
+from features.extractors.registry import VisualEngine
 from features.geometry import PADDED_STRIDE32
 from features.runtime import resolve_device
 
-__all__ = ["VisualExtractor", "AudioExtractor", "freeze_graph", "IMAGENET_MEAN", "IMAGENET_STD",
-           "VisualEngine"]
+__all__ = ["VisualExtractor", "AudioExtractor", "freeze_graph", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 log = logging.getLogger(__name__)
 
-#: How a visual extractor runs inference on the CPU: a frozen TorchScript graph or the eager module.
-VisualEngine = Literal["graph", "eager"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

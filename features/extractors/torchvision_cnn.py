@@ -11,6 +11,7 @@ says where it looked and how to provide one. Random weights only when asked for 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -20,7 +21,7 @@ from features.extractors.base import VisualExtractor
 from features.geometry import PADDED_STRIDE32, POOLED_STRIDE32
 from features.weights import WeightsAsset, WeightsError
 
-__all__ = ["TORCHVISION_MODELS", "torchvision_cache_path", "build_torchvision_cnn"]
+__all__ = ["TORCHVISION_MODELS", "torchvision_cache_path", "build_torchvision_cnn", "from_config"]
 
 #: name -> (torchvision builder, weights enum, feature channels, layer description)
 TORCHVISION_MODELS: dict[str, tuple[str, str, int, str]] = {
@@ -64,8 +65,9 @@ def build_torchvision_cnn(
         raise ValueError(f"unknown torchvision extractor {name!r}; choose one of {sorted(TORCHVISION_MODELS)}")
     builder, _, channels, layer = TORCHVISION_MODELS[name]
     if weights == "random":
-        torch.manual_seed(0)
-        model = getattr(torchvision.models, builder)(weights=None)
+        with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's generator
+            torch.manual_seed(0)
+            model = getattr(torchvision.models, builder)(weights=None)
         digest, source = None, "random"
     else:
         path = Path(weights) if weights is not None else torchvision_cache_path(name)
@@ -96,3 +98,8 @@ def build_torchvision_cnn(
         device=device,
         grid=PADDED_STRIDE32 if name.startswith("resnet") else POOLED_STRIDE32,
     )
+
+
+def from_config(cfg: Any, device: str | torch.device, input_size: int) -> VisualExtractor:
+    """The registry's builder for the torchvision CNNs."""
+    return build_torchvision_cnn(cfg.name, cfg.weights, device=device, input_size=input_size)

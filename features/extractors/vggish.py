@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from features.extractors.base import AudioExtractor
-from features.runtime import resolve_device
 from features.extractors.logmel import log_mel
+from features.runtime import resolve_device
 from features.weights import WeightsAsset, WeightsError
 
-__all__ = ["VGGishNet", "VGGish"]
+__all__ = ["VGGishNet", "VGGish", "from_config"]
 
 PATCH_FRAMES = 96
 N_MELS = 64
@@ -62,12 +62,13 @@ class VGGish(AudioExtractor):
         self.dim = 128
         self.sample_rate = sample_rate
         self.device = resolve_device(device)
-        self.net = VGGishNet()
         if weights == "random":
-            torch.manual_seed(0)
-            self.net = VGGishNet()
+            with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's generator
+                torch.manual_seed(0)
+                self.net = VGGishNet()
             self.weights_sha256, self.weights_source = None, "random"
         else:
+            self.net = VGGishNet()
             if weights is None:
                 raise WeightsError(
                     "weights 'vggish': no checkpoint given. Provide a VGGish state dict in torchvggish naming "
@@ -105,3 +106,8 @@ class VGGish(AudioExtractor):
             n, p = x.shape[:2]
             emb = self.net(x.reshape(n * p, 1, PATCH_FRAMES, N_MELS)).reshape(n, p, -1)
             return emb.mean(1).float().cpu()
+
+
+def from_config(cfg: Any, device: str | torch.device, sample_rate: int) -> VGGish:
+    """The registry's builder: ``cfg.weights`` is a path or ``"random"``."""
+    return VGGish(cfg.weights, device=device, sample_rate=sample_rate)
