@@ -168,3 +168,47 @@ def _decode_in_daemon(path: str, q) -> None:
         q.put(decode_clip(path, SegmentSpec(num_segments=2, frame_size=32)).frames.shape)
     except Exception as exc:  # noqa: BLE001 - reported to the test
         q.put(repr(exc))
+
+
+def test_clip_layout_places_frames_then_audio_without_overlap() -> None:
+    from pipelines.media.protocol import ClipLayout
+
+    spec = SegmentSpec(num_segments=3, frame_size=32, frames_per_segment=2, audio_rate=8000)
+    layout = ClipLayout.for_spec(spec)
+    assert layout.frames_shape == (3, 2, 32, 32, 3) and layout.audio_shape == (3, 8000)
+    assert layout.nbytes == 3 * 2 * 32 * 32 * 3 + 4 * 3 * 8000
+    buf = bytearray(layout.nbytes + 7)  # a larger block serves a smaller clip
+    frames, audio = layout.views(memoryview(buf))
+    frames[:] = 255
+    audio[:] = 0.5
+    assert (frames == 255).all() and (audio == 0.5).all()  # writing one array did not touch the other
+    assert bytes(buf[layout.nbytes:]) == b"\x00" * 7
+
+
+def test_child_errors_are_diagnosed_from_the_file_and_the_message(media_files, tmp_path) -> None:
+    from pipelines.media.diagnose import diagnose
+
+    resize = diagnose(media_files.bikes, "DECORDError: DECORDArrayCopyFromTo failed", frame_size=24)
+    assert isinstance(resize, ValueError) and not isinstance(resize, MediaError) and "frame_size=24" in str(resize)
+    # the same text from a probe is about the file, not the configuration
+    assert isinstance(diagnose(media_files.bikes, "DECORDError: DECORDArrayCopyFromTo failed"), MediaError)
+    assert diagnose(media_files.truncated, "DECORDError: whatever").error == "truncated"
+    assert diagnose(media_files.empty, "").error == "empty_file"
+    odd = tmp_path / "odd.bin"
+    odd.write_bytes(b"\x01\x02\x03\x00" * 64)
+    got = diagnose(odd, "DECORDError: Error reading\nmore")
+    assert got.error == "not_video" and str(odd) in got.message
+    mkv = tmp_path / "bad.mkv"
+    mkv.write_bytes(b"\x1a\x45\xdf\xa3" + b"\x00" * 64)
+    got = diagnose(mkv, "Traceback\nDECORDError: Invalid data found when processing input")
+    assert got.error == "corrupt" and "Invalid data found" in got.message
+
+
+def test_the_decoder_child_is_the_protocol_module(media_files) -> None:
+    import psutil
+
+    from pipelines.media.protocol import CHILD_MODULE
+
+    with ClipDecoder() as dec:
+        dec.probe(media_files.bikes)
+        assert psutil.Process(dec.pid).cmdline()[-2:] == ["-m", CHILD_MODULE]

@@ -1,0 +1,170 @@
+"""The decord child process: ``python -m pipelines.media.child``.
+
+decord can hang or crash on broken files (dmlc/decord issue 373), so every call that opens a
+file with decord runs here, in a fresh interpreter that the parent
+(:class:`pipelines.media.decoder.ClipDecoder`) can kill. The child answers probe and decode
+requests as :mod:`pipelines.media.protocol` describes until its stdin closes; it reports each
+failure to the parent and stays alive.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from multiprocessing import shared_memory
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from pipelines.media.protocol import (
+    DECODE,
+    ERR,
+    OK,
+    PROBE,
+    THREADS_ENV,
+    ClipLayout,
+    DecodeHeader,
+    MediaInfo,
+    attach_shared,
+)
+from pipelines.segments import SegmentSpec, audio_bounds, frame_times, segment_mask
+
+__all__ = ["probe_file", "decode_into", "serve", "main"]
+
+
+def _open_audio(path: str, rate: int) -> np.ndarray | None:
+    """The whole audio track resampled to ``rate`` Hz mono, float32 (n,); None without audio."""
+    import decord
+
+    try:
+        ar = decord.AudioReader(path, ctx=decord.cpu(0), sample_rate=rate, mono=True)
+    except decord.DECORDError:  # no audio stream
+        return None
+    samples = ar[:].asnumpy()
+    return np.ascontiguousarray(samples.reshape(-1), dtype=np.float32)
+
+
+def _native_audio_rate(path: str) -> int | None:
+    """Native sample rate of the first audio stream (PyAV reads only the header)."""
+    try:
+        import av
+
+        with av.open(path) as container:
+            if container.streams.audio:
+                return int(container.streams.audio[0].rate or 0) or None
+    except Exception:  # noqa: BLE001 - metadata only; decord is the authority on decodability
+        return None
+    return None
+
+
+def _video_times(vr: Any) -> tuple[np.ndarray, float, float]:
+    """Frame start times (n,), the duration (end of last frame) and the average fps."""
+    n = len(vr)
+    fps = float(vr.get_avg_fps())
+    ts = np.asarray(vr.get_frame_timestamp(np.arange(n)), dtype=np.float64).reshape(n, 2)
+    starts = ts[:, 0]
+    duration = float(ts[-1, 1]) if n else 0.0
+    if not np.isfinite(duration) or duration <= 0 or not np.all(np.diff(starts) >= 0):
+        starts = np.arange(n, dtype=np.float64) / fps
+        duration = n / fps
+    return starts, duration, fps
+
+
+def probe_file(path: str, num_threads: int, audio_rate: int) -> MediaInfo:
+    """Open ``path`` with decord: the first and last frame (a truncated stream fails there) and the audio."""
+    import decord
+
+    vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
+    n = len(vr)
+    if n == 0:
+        raise RuntimeError("no video frames")
+    _, duration, fps = _video_times(vr)
+    first = vr[0].asnumpy()
+    vr.get_batch([n - 1]).asnumpy()
+    audio = _open_audio(path, audio_rate)
+    has_audio = audio is not None
+    return MediaInfo(
+        duration_s=round(duration, 6),
+        fps=round(fps, 6),
+        num_frames=int(n),
+        width=int(first.shape[1]),
+        height=int(first.shape[0]),
+        has_audio=has_audio,
+        audio_sample_rate=_native_audio_rate(path) if has_audio else None,
+        audio_duration_s=round(len(audio) / audio_rate, 6) if audio is not None else None,
+    )
+
+
+def decode_into(path: str, spec: SegmentSpec, num_threads: int, buf: memoryview) -> DecodeHeader:
+    """Decode ``path`` into ``buf`` laid out as ``ClipLayout.for_spec(spec)``; return the reply header."""
+    import decord
+
+    s = spec.frame_size
+    frames, seg_audio = ClipLayout.for_spec(spec).views(buf)
+    vr = decord.VideoReader(path, ctx=decord.cpu(0), width=s, height=s, num_threads=num_threads)
+    n = len(vr)
+    if n == 0:
+        raise RuntimeError("no video frames")
+    starts, duration, _fps = _video_times(vr)
+    mask = segment_mask(spec, duration)
+    idx = np.searchsorted(starts, frame_times(spec), side="right") - 1  # (T, F) frame shown at each time
+    idx = np.clip(idx, 0, n - 1)
+    frames[~mask] = 0
+    if mask.any():
+        wanted = np.unique(idx[mask])
+        batch = vr.get_batch(wanted.tolist()).asnumpy()
+        frames[mask] = batch[np.searchsorted(wanted, idx[mask])]
+    audio = _open_audio(path, spec.audio_rate)
+    seg_audio[:] = 0.0
+    if audio is not None:
+        for t, (a, b) in enumerate(audio_bounds(spec)):
+            if not mask[t] or a >= len(audio):
+                continue
+            chunk = audio[a:b]
+            seg_audio[t, : len(chunk)] = chunk
+        np.clip(seg_audio, -1.0, 1.0, out=seg_audio)
+    return {"duration_s": duration, "has_audio": audio is not None, "mask": mask.tolist()}
+
+
+def serve(rx: Connection, tx: Connection, num_threads: int) -> None:
+    """Answer requests from ``rx`` on ``tx`` until ``rx`` closes (see :mod:`pipelines.media.protocol`)."""
+    shm: shared_memory.SharedMemory | None = None
+    while True:
+        try:
+            op, path, arg = rx.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if op == PROBE:
+                tx.send((OK, probe_file(path, num_threads, int(arg)).model_dump()))
+            elif op == DECODE:
+                spec_dict, block_name = arg
+                if shm is None or shm.name != block_name:
+                    if shm is not None:
+                        shm.close()
+                    shm = attach_shared(block_name)
+                tx.send((OK, decode_into(path, SegmentSpec(**spec_dict), num_threads, shm.buf)))
+            else:
+                tx.send((ERR, f"unknown op {op!r}"))
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, the child stays alive
+            text = f"{type(exc).__name__}: {exc}"
+            if not str(exc):
+                text += "\n" + traceback.format_exc(limit=3)
+            tx.send((ERR, text))
+
+
+def main() -> None:
+    """Entry of ``python -m pipelines.media.child``: the protocol runs on the original stdin/stdout.
+
+    Stray writes to stdout by native libraries would corrupt the protocol, so the protocol gets
+    its own duplicate of fd 1 and fd 1 is pointed at stderr.
+    """
+    proto_out = os.dup(1)
+    os.dup2(2, 1)
+    num_threads = int(os.environ.get(THREADS_ENV, "1"))
+    serve(Connection(0, writable=False), Connection(proto_out, readable=False), num_threads)
+
+
+if __name__ == "__main__":
+    main()
