@@ -35,6 +35,7 @@ __all__ = [
     "load_dataset",
     "MANIFEST_SCHEMA",
     "FAILURE_SCHEMA",
+    "FAILURE_COLUMNS",
     "BOX_SCHEMA",
 ]
 
@@ -65,7 +66,11 @@ class ClipRecord(BaseModel):
 
 
 class FailureRecord(BaseModel):
-    """One row of failures.parquet: what could not be used, at which stage, and why."""
+    """One row of failures.parquet: what could not be used, at which stage, and why.
+
+    Its fields, in order, are :data:`FAILURE_SCHEMA` / :data:`FAILURE_COLUMNS`, the columns of
+    every failures.parquet (a dataset's and a feature store's).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -131,9 +136,9 @@ MANIFEST_SCHEMA = pa.schema(
         ("source", pa.string()),
     ]
 )
-FAILURE_SCHEMA = pa.schema(
-    [(k, pa.string()) for k in ("clip_id", "relpath", "stage", "error", "message")]
-)
+# the failure-rows contract, shared by failures.parquet of datasets and of feature stores
+FAILURE_SCHEMA = pa.schema([(name, pa.string()) for name in FailureRecord.model_fields])
+FAILURE_COLUMNS: list[str] = list(FAILURE_SCHEMA.names)  # clip_id, relpath, stage, error, message
 BOX_SCHEMA = pa.schema(
     [
         ("clip_id", pa.string()),
