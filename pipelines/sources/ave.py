@@ -1,20 +1,34 @@
 """AVE (Tian et al., ECCV 2018): ``Annotations.txt`` + ``*_order.h5`` splits + the video archive.
 
-``Annotations.txt`` lines are ``Category&YouTubeID&Quality&Start&End`` (an optional header
-line starting ``Category&``, UTF-8 with or without BOM, LF or CRLF). ``train_order.h5`` /
-``val_order.h5`` / ``test_order.h5`` hold int64 row indices into the annotation list under the
-key ``order``. Classes are ordered by first appearance in the file, which is the label index
-order of AVE's released ``labels.h5`` / ``mil_labels.h5``.
+This module is the one reader of AVE's annotation and split files; everything that needs AVE's
+rows (the dataset build here, ``features.ave_interop``) calls it:
 
-The videos (``AVE/<youtube_id>.mp4``) come from an archive downloaded from a configurable URL
-(optionally sha256-checked) and extracted safely, or from an existing folder. A few YouTube
-ids appear on several annotation lines (different events in one video), so clip ids are
-``<row:04d>_<youtube_id>`` — unique, and sorting them gives the annotation order.
+- ``parse_annotations(path) -> list[AVERow]``: the rows of ``Annotations.txt`` in file order.
+  ``AVERow(row, category, youtube_id, quality, start_s, end_s)``; ``row`` is the 0-based index
+  among the annotation lines (what the split files index), ``start_s``/``end_s`` the event in
+  seconds of the 10-s clip. Raises ValueError naming the file, the line number and what is
+  wrong for a malformed line; FileNotFoundError when the file is missing.
+- ``AVERow.clip_id`` is THE clip id of an AVE clip: ``f"{row:04d}_{youtube_id}"``. A few
+  YouTube ids label several lines (different events in one video; 45 in the released file), so
+  the bare id is not unique; these ids are, and sorting them gives the annotation order.
+- ``ave_classes(rows) -> list[str]``: class names in order of first appearance, which is the
+  label index order of AVE's released ``labels.h5`` / ``mil_labels.h5``.
+- ``read_splits(splits_dir, n_rows) -> dict[int, str]``: {row: "train" | "val" | "test"} from
+  ``train_order.h5`` / ``val_order.h5`` / ``test_order.h5`` (int64 row indices under the key
+  ``order``).
+
+``Annotations.txt`` lines are ``Category&YouTubeID&Quality&Start&End``: UTF-8 with or without
+BOM, LF or CRLF, blank lines ignored, an optional first line that is a header (its first field
+is ``Category`` in any case). The videos (``AVE/<youtube_id>.mp4``) come from an archive
+downloaded from a configurable URL (optionally sha256-checked) and extracted safely, or from an
+existing folder (:func:`collect_ave`).
 """
 
 from __future__ import annotations
 
+import codecs
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -61,7 +75,15 @@ class AVESource(BaseModel):
 
 @dataclass(frozen=True)
 class AVERow:
-    """One line of Annotations.txt. Times in whole seconds of the 10-s clip."""
+    """One line of Annotations.txt. Times in seconds of the 10-s clip.
+
+    Attributes:
+        row: 0-based index among the annotation lines (header and blank lines not counted).
+        category: the class name.
+        youtube_id: the video's YouTube id (not unique: see :attr:`clip_id`).
+        quality: AVE's quality flag (e.g. ``good``).
+        start_s, end_s: the audio-visual event, 0 <= start_s <= end_s.
+    """
 
     row: int
     category: str
@@ -72,27 +94,63 @@ class AVERow:
 
     @property
     def clip_id(self) -> str:
+        """The clip's id everywhere in wherewhen: ``<row:04d>_<youtube_id>``."""
         return f"{self.row:04d}_{self.youtube_id}"
 
 
+_FORMAT = "Category&YouTubeID&Quality&Start&End"
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """The file's text (UTF-8, an optional BOM dropped); ValueError naming the line of bad bytes."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_no = data[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{path} line {line_no}: not UTF-8 text ({exc.reason}); AVE's Annotations.txt is UTF-8") from None
+
+
+def _parse_line(path: Path, line_no: int, line: str, row: int) -> AVERow:
+    """One annotation line → AVERow; ValueError naming the file, the line and what is wrong."""
+    where = f"{path} line {line_no}"
+    parts = [p.strip() for p in line.split("&")]
+    if len(parts) != 5:
+        raise ValueError(f"{where}: expected 5 fields {_FORMAT}, got {len(parts)}: {line!r}")
+    category, youtube_id, quality, start_text, end_text = parts
+    for name, value in (("Category", category), ("YouTubeID", youtube_id)):
+        if not value:
+            raise ValueError(f"{where}: the {name} field is empty: {line!r}")
+    try:
+        start, end = float(start_text), float(end_text)
+    except ValueError:
+        raise ValueError(f"{where}: Start/End must be numbers of seconds, got {start_text!r}/{end_text!r}") from None
+    if not (math.isfinite(start) and math.isfinite(end)) or not 0 <= start <= end:
+        raise ValueError(f"{where}: the event [{start_text}, {end_text}] must satisfy 0 <= Start <= End")
+    return AVERow(row, category, youtube_id, quality, start, end)
+
+
 def parse_annotations(path: Path) -> list[AVERow]:
-    """Parse AVE's Annotations.txt; raise ValueError naming the line on a malformed one."""
-    text = Path(path).read_text(encoding="utf-8-sig")
+    """Parse AVE's Annotations.txt into rows in file order (see the module docstring for the format).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: a malformed line; the message names the file, the line number (1-based,
+            counting every line of the file) and what is wrong.
+    """
+    path = Path(path)
+    text = _decode(path, path.read_bytes())
     rows: list[AVERow] = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line:
+    first = True
+    for line_no, line in enumerate(text.split("\n"), start=1):  # LF or CRLF; the same numbers as an editor
+        if not line.strip():
             continue
-        parts = line.split("&")
-        if parts[0].strip().lower() == "category":
-            continue  # header line
-        if len(parts) != 5:
-            raise ValueError(f"{path} line {line_no}: expected Category&YouTubeID&Quality&Start&End, got {line!r}")
-        try:
-            start, end = float(parts[3]), float(parts[4])
-        except ValueError:
-            raise ValueError(f"{path} line {line_no}: Start/End must be numbers, got {parts[3]!r}/{parts[4]!r}") from None
-        rows.append(AVERow(len(rows), parts[0].strip(), parts[1].strip(), parts[2].strip(), start, end))
+        if first and line.split("&", 1)[0].strip().lower() == "category":
+            first = False
+            continue  # the header line
+        first = False
+        rows.append(_parse_line(path, line_no, line.strip(), len(rows)))
     return rows
 
 
@@ -102,7 +160,12 @@ def ave_classes(rows: list[AVERow]) -> list[str]:
 
 
 def read_splits(splits_dir: Path, n_rows: int) -> dict[int, str]:
-    """{row: split} from ``<split>_order.h5`` (key ``order``). Raises ValueError on overlaps or bad indices."""
+    """{row: split} from ``<split>_order.h5`` (split = train, val, test; int64 row indices under key ``order``).
+
+    ``n_rows`` is the number of annotation rows the indices refer to. Rows in no file are absent
+    from the result. Raises FileNotFoundError when one of the three files is missing, ValueError
+    on an index outside ``[0, n_rows)`` or a row listed in two splits (naming the file).
+    """
     import h5py
 
     out: dict[int, str] = {}

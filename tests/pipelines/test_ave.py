@@ -32,6 +32,9 @@ def test_real_files_parse_to_4143_clips_28_classes(ave_rows) -> None:
     counts = {s: list(splits.values()).count(s) for s in ("train", "val", "test")}
     assert counts == {"train": 3339, "val": 402, "test": 402}
     assert len({r.clip_id for r in ave_rows}) == 4143  # unique although some YouTube ids repeat
+    assert len({r.youtube_id for r in ave_rows}) == 4097  # 45 ids label more than one row
+    assert [r.clip_id for r in ave_rows[:2]] == ["0000_RUhOCu3LNXM", "0001_MH3m4AwEcRY"]
+    assert sorted(r.clip_id for r in ave_rows) == [r.clip_id for r in ave_rows]  # sorted ids = annotation order
     assert all(0 <= r.start_s <= r.end_s <= 10 for r in ave_rows)
     assert [r.youtube_id for r in ave_rows if r.start_s == r.end_s] == ["VWi2ENBuTbw"]  # the file's one empty event
 
@@ -56,6 +59,45 @@ def test_header_bom_and_crlf_are_handled(tmp_path) -> None:
     f.write_text("Bark&abc&good&1\n")
     with pytest.raises(ValueError, match="line 1"):
         parse_annotations(f)
+
+
+def test_blank_lines_and_any_case_header_do_not_count_as_rows(tmp_path) -> None:
+    f = tmp_path / "Annotations.txt"
+    f.write_text("\nCATEGORY&VideoID&Quality&StartTime&EndTime\n\n Bark & abc & good & 1 & 4 \n\nBark&abc&good&5&7\n\n")
+    rows = parse_annotations(f)
+    assert [(r.row, r.category, r.youtube_id, r.quality, r.start_s, r.end_s) for r in rows] == [
+        (0, "Bark", "abc", "good", 1.0, 4.0), (1, "Bark", "abc", "good", 5.0, 7.0)]
+    assert [r.clip_id for r in rows] == ["0000_abc", "0001_abc"]  # one YouTube id, two clips
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "what"),
+    [
+        ("Bark&abc&good&1&4\nBark&abc&good&1&4&x\n", 2, "expected 5 fields"),
+        ("Bark&abc&good&1&4\n\nBark&def&good&one&4\n", 3, "must be numbers"),
+        ("Bark&&good&1&4\n", 1, "YouTubeID field is empty"),
+        ("&abc&good&1&4\n", 1, "Category field is empty"),
+        ("Bark&abc&good&6&4\n", 1, "0 <= Start <= End"),
+        ("Bark&abc&good&-1&4\n", 1, "0 <= Start <= End"),
+        ("Bark&abc&good&nan&4\n", 1, "0 <= Start <= End"),
+        ("Category&VideoID&Quality&StartTime&EndTime\nBark&abc&good&1&4\nCategory&VideoID&Quality&StartTime&EndTime\n", 3,
+         "must be numbers"),  # a header is only the first line
+    ],
+)
+def test_a_malformed_line_names_the_file_the_line_and_the_fault(tmp_path, body: str, line: int, what: str) -> None:
+    f = tmp_path / "Annotations.txt"
+    f.write_text(body)
+    with pytest.raises(ValueError, match=f"line {line}: .*{what}") as exc:
+        parse_annotations(f)
+    assert str(f) in str(exc.value)
+
+
+def test_bytes_that_are_not_utf8_name_their_line(tmp_path) -> None:
+    f = tmp_path / "Annotations.txt"
+    for bom in (b"", b"\xef\xbb\xbf"):
+        f.write_bytes(bom + b"Bark&abc&good&1&4\r\n\nBark&d\xffef&good&1&4\r\n")
+        with pytest.raises(ValueError, match="line 3: not UTF-8"):
+            parse_annotations(f)
 
 
 @pytest.mark.slow
