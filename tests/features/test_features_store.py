@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.ave_interop import export_ave, parse_annotations
+from features.ave_interop import export_ave
 from features.labels import normalise_boxes, segment_labels
 from features.store import (
     FeatureBatch, FeatureStore, ShardData, StoreCard, StoreError, clip_sha256, read_shard_meta,
     shard_path, write_card, write_parquet_atomic, write_shard,
 )
+from features.store.ave_layout import annotations_frame
 
 AVE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "ave"
 T, H, W, C, CA, K = 4, 2, 3, 5, 6, 3
@@ -133,7 +134,7 @@ def test_ave_export_round_trip(stores, tmp_path):
 
 def test_the_real_ave_label_conventions_are_understood():
     """AVE's released label files follow from Annotations.txt with our segment rule and class order."""
-    ann = parse_annotations(AVE_DIR / "Annotations.txt")
+    ann = annotations_frame(AVE_DIR / "Annotations.txt")
     assert len(ann) == 4143 and ann["label_idx"].max() == 27
     with h5py.File(AVE_DIR / "labels_closs.h5") as f:
         closs = f["avadataset"][()].astype(bool)
