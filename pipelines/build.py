@@ -1,9 +1,9 @@
 """``build_dataset(BuildConfig) -> BuildSummary``: the one entry the build flow calls.
 
-A source (synthetic, folder, ave, youtube-csv) yields candidate clips in contract-1 terms;
-this module probes each with decord (in killable child processes, ``workers`` in parallel),
-hashes it, assigns labels and (where the source gives none) a seeded class-stratified split,
-and writes contract 2 (manifest.parquet, failures.parquet, boxes.parquet, dataset.json).
+A source (one of :data:`SOURCES`, the registry in :mod:`pipelines.sources.registry`) yields
+candidate clips in contract-1 terms; this module probes each with decord (in killable child
+processes, ``workers`` at once), hashes it, assigns labels and (where the source gives none) a
+seeded class-stratified split, and writes contract 2 (manifest.parquet, failures.parquet, boxes.parquet, dataset.json).
 A bad file never stops the build: it becomes a failure row with a reason a person can act on.
 """
 
@@ -15,38 +15,33 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.encode import encoder_identity
-from pipelines.runtime import file_sha256
 from pipelines.manifest import BoxRecord, ClipRecord, FailureRecord, write_dataset
 from pipelines.media import ClipDecoder, MediaError, MediaInfo
-from pipelines.sources.ave import AVESource, collect_ave
-from pipelines.sources.base import Candidate, Collected
-from pipelines.sources.folder import FolderSource, collect_folder
-from pipelines.sources.synthetic import SyntheticSource, generate_synthetic
-from pipelines.sources.youtube_csv import YoutubeCsvSource, collect_youtube_csv
+from pipelines.runtime import file_sha256
+from pipelines.sources.base import Candidate
+from pipelines.sources.registry import SOURCES, DatasetSource, SourceConfig, source_entry
 
-__all__ = ["BuildConfig", "BuildSummary", "build_dataset", "assign_splits", "SourceConfig"]
+__all__ = [
+    "BuildConfig", "BuildSummary", "build_dataset", "assign_splits", "SOURCES", "SourceConfig", "DatasetSource",
+]
 
 log = logging.getLogger(__name__)
-
-SourceConfig = Annotated[
-    Union[SyntheticSource, FolderSource, AVESource, YoutubeCsvSource], Field(discriminator="kind")
-]
 
 
 class BuildConfig(BaseModel):
     """Configuration of one dataset build.
 
     Attributes:
-        source: which source and its parameters (``kind`` = synthetic | folder | ave | youtube-csv).
+        source: which source and its parameters: one of the models in :data:`SOURCES`, told apart by ``kind``.
         out: the dataset folder to write (contract 2; for synthetic also contract 1).
         strict: when True, any failure row makes the build count as failed (non-zero exit in the CLI).
-        workers: parallel probe processes (and synthetic encoders / downloads).
+        workers: how many files are probed at once (each by its own decord child process), and the
+            parallelism of the source's own work (synthetic encoder processes, youtube-csv downloads).
         probe_timeout_s: seconds one probe may take before its decord process is killed.
         split_seed: seed of the class-stratified split for clips whose source gives none.
         split_fractions: train/val/test fractions for that split.
@@ -138,23 +133,6 @@ def assign_splits(clip_ids: list[str], labels: list[str], seed: int,
     return out
 
 
-def _collect(cfg: BuildConfig) -> Collected:
-    src = cfg.source
-    out = Path(cfg.out)
-    if isinstance(src, SyntheticSource):
-        gen = generate_synthetic(src, out, workers=cfg.workers)
-        col = collect_folder(FolderSource(root=out, name="synthetic"), out, source="synthetic")
-        col.classes = gen.classes
-        return col
-    if isinstance(src, FolderSource):
-        return collect_folder(src, out)
-    if isinstance(src, AVESource):
-        return collect_ave(src, out, workers=cfg.workers)
-    if isinstance(src, YoutubeCsvSource):
-        return collect_youtube_csv(src, out, workers=cfg.workers)
-    raise TypeError(f"unknown source {type(src).__name__}")
-
-
 class _ProbeCache:
     """Append-only JSON-lines cache of probe results, so a crashed build resumes without re-probing.
 
@@ -243,7 +221,8 @@ def build_dataset(config: BuildConfig) -> BuildSummary:
     t0 = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    col = _collect(config)
+    source = source_entry(config.source)
+    col = source.collect(config.source, out, config.workers)
     log.info("%s: %d candidate clips, %d failures before probing", col.source, len(col.candidates), len(col.failures))
     failures: list[FailureRecord] = list(col.failures)
     cache = _ProbeCache(out / ".cache" / "probe.jsonl")
@@ -295,7 +274,7 @@ def build_dataset(config: BuildConfig) -> BuildSummary:
     card = write_dataset(out, clips, failures, boxes, {
         "name": col.name, "source": col.source, "classes": classes,
         "media_root": col.media_root_card, "build": build_params, "fingerprint": "", "num_clips": 0, "num_failures": 0,
-        "media_encoder": encoder_identity() if isinstance(config.source, SyntheticSource) else None,
+        "media_encoder": encoder_identity() if source.encodes_media else None,
     })
     class_counts: dict[str, int] = {}
     for c in clips:

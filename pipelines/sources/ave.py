@@ -207,7 +207,7 @@ def _obtain_videos(cfg: AVESource, out_dir: Path) -> Path:
     return media.resolve()
 
 
-def collect_ave(cfg: AVESource, out_dir: Path, workers: int = 1) -> Collected:
+def collect_ave(cfg: AVESource, out_dir: Path) -> Collected:
     """AVE rows → candidates; rows whose video is not in the archive become failures (stage ``locate``)."""
     rows = parse_annotations(cfg.annotations)
     splits = read_splits(cfg.splits_dir or Path(cfg.annotations).parent, len(rows))

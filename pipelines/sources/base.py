@@ -47,8 +47,8 @@ class Candidate:
 class Collected:
     """A source's output: candidates, failures found before probing, boxes and classes.
 
-    ``classes`` is the ordered class list when the source defines one (AVE), else None and
-    the build sorts the labels. ``media_root`` is absolute; ``media_root_card`` is what
+    ``classes`` is the ordered class list when the source defines one (AVE, synthetic), else
+    None and the build sorts the labels. ``media_root`` is absolute; ``media_root_card`` is what
     dataset.json records (relative to the dataset folder where possible).
     """
 
