@@ -36,18 +36,13 @@ class SegmentSpec(BaseModel):
         """Audio samples in one segment: round(segment_s * audio_rate)."""
         return int(round(self.segment_s * self.audio_rate))
 
-    @property
-    def total_s(self) -> float:
-        """Seconds covered by all T segments."""
-        return self.num_segments * self.segment_s
 
-
-def frame_times(spec: SegmentSpec, duration_s: float | None = None) -> np.ndarray:
+def frame_times(spec: SegmentSpec) -> np.ndarray:
     """Sampling times in seconds, float64 (T, F).
 
     Frame f of segment t is taken at ``(t + (f + 0.5) / F) * segment_s``: the centre for
-    F = 1, evenly inside the segment otherwise. ``duration_s`` is accepted for symmetry with
-    :func:`segment_mask`; times are never stretched to fit a short clip.
+    F = 1, evenly inside the segment otherwise. Times never depend on the clip's length: a
+    short clip is padded (:func:`segment_mask`), not stretched.
     """
     t = np.arange(spec.num_segments, dtype=np.float64)[:, None]
     f = (np.arange(spec.frames_per_segment, dtype=np.float64)[None, :] + 0.5) / spec.frames_per_segment

@@ -26,7 +26,8 @@ class Candidate:
     """One annotated video the build should probe.
 
     Attributes:
-        clip_id: the video_id (unique in the dataset).
+        clip_id: unique in the dataset, by the source's rule (folder: the annotation's video_id;
+            AVE: :attr:`pipelines.sources.ave.AVERow.clip_id`; youtube-csv: ``<youtube_id>_<start:06d>``).
         path: absolute path of the video file.
         relpath: POSIX path relative to the dataset's media root.
         label: class name.

@@ -2,8 +2,9 @@
 
 The CSV has one row per clip: youtube_id, start seconds, label, split. Accepted forms:
 VGGSound's header-less ``youtube_id,start,label,split`` and any CSV with a header naming
-``youtube_id`` (or ``id``), ``start_s`` (or ``start`` / ``time_start``), ``label`` and optionally
-``split``. Each video is fetched with yt-dlp (the optional ``youtube`` extra, imported only
+``youtube_id`` (or ``id`` / ``ytid``), ``start_s`` (or ``start`` / ``time_start`` /
+``start_seconds``), ``label`` and optionally ``split`` (train / val / test; ``training`` /
+``validation`` / ``testing`` are read as those). Each video is fetched with yt-dlp (the optional ``youtube`` extra, imported only
 here) from ``url_template.format(youtube_id=...)`` and the window [start, start + window_s)
 is re-encoded with PyAV into ``<out>/videos/<youtube_id>_<start:06d>.mp4``. A video that
 cannot be fetched or cut becomes a failure row; the rest goes on.

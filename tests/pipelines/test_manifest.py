@@ -16,3 +16,10 @@ def test_failure_columns_are_the_record_fields_and_the_written_columns(tmp_path)
         table = pq.read_table(tmp_path / "failures.parquet")
         assert table.column_names == FAILURE_COLUMNS
         assert table.to_pylist() == [rec.model_dump()] * len(failures)
+
+
+def test_each_parquet_schema_has_its_records_fields_in_order() -> None:
+    from pipelines.manifest import BOX_SCHEMA, MANIFEST_SCHEMA, BoxRecord, ClipRecord
+
+    assert MANIFEST_SCHEMA.names == list(ClipRecord.model_fields)
+    assert BOX_SCHEMA.names == list(BoxRecord.model_fields)
