@@ -7,7 +7,7 @@ Two cases, each measured in one run on the same frames and batch size:
 
 For each case:
 
-* end to end: one ``features.extract.extract_features`` call in a fresh process (decode in A's decord child, prefetch thread,
+* end to end: one ``features.extract.extract_features`` call in a fresh process (decode in the decord child process, prefetch thread,
   CNN batched across clips, logmel audio, HDF5 shards, the library's LocalCluster: ``--workers``
   threads in this process x 1 torch thread): clips/s and frames/s, over the whole call (cluster
   start and model load included) and in steady state (the shard work per thread, one-off model

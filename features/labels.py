@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["segment_labels", "normalise_boxes"]
+__all__ = ["segment_labels", "normalise_boxes", "boxes_frame", "BOX_DTYPES"]
+
+#: The store's boxes.parquet: one row per (clip, segment) box, coordinates in [0, 1] of the frame.
+BOX_DTYPES: dict[str, str] = {"clip_id": "str", "segment": "int32", "x0": "float64", "y0": "float64",
+                              "x1": "float64", "y1": "float64"}
 
 
 def segment_labels(
@@ -30,7 +34,14 @@ def normalise_boxes(boxes: pd.DataFrame | None) -> pd.DataFrame | None:
     """Pixel boxes (clip_id, segment, x0, y0, x1, y1, width, height) -> [0, 1] of the frame, clipped."""
     if boxes is None:
         return None
-    out = pd.DataFrame({"clip_id": boxes["clip_id"].astype(str), "segment": boxes["segment"].astype("int32")})
+    out = pd.DataFrame({"clip_id": boxes["clip_id"], "segment": boxes["segment"]})
     for a, d in (("x0", "width"), ("x1", "width"), ("y0", "height"), ("y1", "height")):
         out[a] = (boxes[a].astype("float64") / boxes[d].astype("float64")).clip(0.0, 1.0)
-    return out[["clip_id", "segment", "x0", "y0", "x1", "y1"]].reset_index(drop=True)
+    return out[list(BOX_DTYPES)].astype(BOX_DTYPES).reset_index(drop=True)
+
+
+def boxes_frame(records: list[dict] | None) -> pd.DataFrame | None:
+    """Normalised boxes back from their records (``normalise_boxes(...).to_dict("records")``), same dtypes."""
+    if records is None:
+        return None
+    return pd.DataFrame(records, columns=list(BOX_DTYPES)).astype(BOX_DTYPES)

@@ -1,34 +1,28 @@
-"""The Dask task runner the extraction flow submits its per-shard tasks to.
+"""The Prefect task runner the extraction flow submits its per-shard tasks to.
 
-By default a ``distributed.LocalCluster`` inside the flow-run process, sized to the machine the way
-the library sizes its own (:func:`features.extract.local_cluster_kwargs`: one thread per core, one
-torch thread per shard task). Given an address, the runner connects to that existing scheduler
-instead and starts nothing.
+The same decision and the same in-process cluster as the library's own runner
+(:func:`features.runner.runner_kind`, :func:`features.runner.local_cluster_kwargs`): one shard
+after the other in the flow's process (``workers=0``), a LocalCluster inside the flow-run process
+(one thread per core, one torch thread per shard task), or the existing scheduler at an address.
 """
 
 from __future__ import annotations
 
-import logging
-
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
-from features.extract import local_cluster_kwargs
-
-logger = logging.getLogger(__name__)
+from features.runner import local_cluster_kwargs, runner_kind
 
 
 def make_task_runner(dask_address: str | None = None, workers: int | None = None) -> DaskTaskRunner | ThreadPoolTaskRunner:
-    """A ``DaskTaskRunner`` for an existing scheduler (``tcp://HOST:PORT``) or a new LocalCluster.
+    """The task runner for ``workers`` / ``dask_address`` as ``ExtractConfig`` defines them.
 
-    ``workers`` sizes the LocalCluster and is ignored (with a log line) when an address is given:
-    an existing cluster has the workers it has. ``workers=0`` runs the shard tasks one at a time
-    in the flow's own process, without Dask (debugging, tiny datasets).
+    An address (``tcp://HOST:PORT``) connects to that scheduler and starts nothing (``workers`` is
+    ignored: an existing cluster has the workers it has).
     """
-    if workers == 0 and not dask_address:
+    kind = runner_kind(workers, dask_address)
+    if kind == "serial":
         return ThreadPoolTaskRunner(max_workers=1)
-    if dask_address:
-        if workers:
-            logger.info("workers=%s ignored: using the existing Dask scheduler at %s", workers, dask_address)
+    if kind == "remote":
         return DaskTaskRunner(address=dask_address)
     return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(workers))

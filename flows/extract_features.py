@@ -1,12 +1,13 @@
 """The ``extract-features`` flow: dataset manifest → feature store, one Dask task per shard.
 
-Tasks: ``plan-store`` (cached on inputs, task source and the dataset's card) → one
-``extract-shard`` task per shard, submitted to a ``DaskTaskRunner`` (a LocalCluster sized to the
-machine, or the scheduler at ``dask_address``) → ``finalize-store`` → ``publish-store-artifacts``.
-Every task is idempotent: a complete shard is skipped by ``features.extract.extract_shard`` and a
-finished store is left as it is, so a second run with the same parameters is a no-op (logged, and
-recorded in the ``extract-features-…`` artifact), and a task that Dask re-runs after a worker died
-rewrites nothing that is already complete.
+The library's pipeline (:mod:`features.extract`), step by step as Prefect tasks: ``plan-store`` →
+(a complete store: ``read-complete-store``) → the pending shards (:func:`features.extract.pending_shards`),
+one ``extract-shard`` task each, on the task runner of :mod:`flows.dask_runner` (the library's
+runner decision and LocalCluster) → ``finalize-store`` → ``publish-store-artifacts``.
+Every task is idempotent: a complete shard is skipped by ``features.shard_engine.extract_shard``
+and a finished store is left as it is, so a second run with the same parameters is a no-op (logged,
+and recorded in the ``extract-features-…`` artifact), and a task that Dask re-runs after a worker
+died rewrites nothing that is already complete.
 """
 
 from __future__ import annotations
@@ -17,17 +18,11 @@ from typing import Any, Literal, Optional
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict
 
-from features.extract import (
-    ExtractConfig,
-    ShardResult,
-    StorePlan,
-    StoreSummary,
-    complete_store_summary,
-    extract_shard,
-    finalize_store,
-    plan_store,
-)
+from features.extract import StoreSummary, complete_store_summary, finalize_store, pending_shards
+from features.plan import ExtractConfig, StorePlan, plan_store
 from features.runtime import torch_threads
+from features.shard_engine import ShardResult, extract_shard
+from flows._params import build_config
 from flows.artifacts import artifact_key, markdown_table, publish_markdown, publish_table
 from flows.caching import cached_unless_missing, key_and_source
 from flows.dask_runner import make_task_runner
@@ -43,6 +38,12 @@ class ShardOutcome(BaseModel):
     failures: int
     skipped: bool
     result: ShardResult
+
+    @classmethod
+    def on_disk(cls, result: ShardResult) -> "ShardOutcome":
+        """The outcome of a shard that was complete before this run (nothing extracted)."""
+        return cls(shard=result.shard, seconds=0.0, clips=len(result.rows), failures=len(result.failures),
+                   skipped=True, result=result)
 
 
 @task(name="plan-store")
@@ -78,14 +79,14 @@ def extract_shard_task(plan: StorePlan, shard: int) -> ShardOutcome:
 
 
 @flow(name="extract-shards", log_prints=False)
-def extract_shards_flow(plan: StorePlan) -> list[ShardOutcome]:
-    """Submit one ``extract-shard`` task per shard to this flow's task runner; wait for all.
+def extract_shards_flow(plan: StorePlan, shards: list[int]) -> list[ShardOutcome]:
+    """Submit one ``extract-shard`` task per shard in ``shards`` to this flow's task runner; wait for all.
 
     A shard whose file is missing is recomputed even when a cached record exists.
     """
     futures = [
         cached_unless_missing(extract_shard_task, [plan.shard_file(i)]).submit(plan, i)
-        for i in range(plan.num_shards)
+        for i in shards
     ]
     return [f.result() for f in futures]
 
@@ -159,11 +160,10 @@ def extract_config(
         visual = {"name": visual or "efficientnet_lite0", "weights": visual_weights}
     if audio_weights is not None:
         audio = {"name": audio or "logmel", "weights": audio_weights}
-    given = dict(
-        dataset_dir=dataset_dir, out_root=out_root, visual=visual, audio=audio, format=format,
+    return build_config(
+        ExtractConfig, dataset_dir=dataset_dir, out_root=out_root, visual=visual, audio=audio, format=format,
         workers=workers, dask_address=dask_address, device=device, shard_size=shard_size, batch_size=batch_size,
     )
-    return ExtractConfig(**{k: v for k, v in given.items() if v is not None})
 
 
 @flow(name="extract-features", log_prints=False)
@@ -187,7 +187,7 @@ def extract_features_flow(
     without it a LocalCluster in this process with ``workers`` threads (default: one per core) is started for
     the run (``workers=0``: in this process, no Dask). ``visual_weights``/``audio_weights``: a
     checkpoint path or ``random``. Omitted options keep the library's defaults
-    (efficientnet_lite0 + logmel, hdf5).
+    (efficientnet_lite0 + logmel, hdf5, cpu).
     """
     t0 = time.perf_counter()
     config = extract_config(dataset_dir, out_root, visual, audio, format, workers, dask_address, device, shard_size,
@@ -196,9 +196,13 @@ def extract_features_flow(
     if plan.complete:
         summary, outcomes = read_complete_store(plan), []
     else:
-        runner = make_task_runner(config.dask_address, config.workers)
-        with torch_threads(int(plan.torch_threads or 1)):   # the shard tasks may run in this process's threads
-            outcomes = extract_shards_flow.with_options(task_runner=runner)(plan)
+        done, pending = pending_shards(plan)
+        outcomes = [ShardOutcome.on_disk(r) for r in done.values()]
+        if pending:
+            runner = make_task_runner(config.dask_address, config.workers)
+            with torch_threads(plan.torch_threads):   # the shard tasks may run in this process's threads
+                outcomes = sorted(outcomes + extract_shards_flow.with_options(task_runner=runner)(plan, pending),
+                                  key=lambda o: o.shard)
         summary = finalize_store_task(plan, outcomes)
     publish_store_artifacts(summary, outcomes, time.perf_counter() - t0)
     return summary

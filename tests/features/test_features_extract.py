@@ -30,7 +30,7 @@ SEGMENT = {"num_segments": 4, "frame_size": 64, "frames_per_segment": 2}
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
-    """12 real h264+AAC clips of 4 s at 64 px (A's synthetic source and build): small and fast."""
+    """12 real h264+AAC clips of 4 s at 64 px (the synthetic source and build): small and fast."""
     out = tmp_path_factory.mktemp("tiny") / "ds"
     build_dataset(BuildConfig(source=SyntheticSource(clips=12, classes=3, duration_s=4, size=64, fps=5, seed=3),
                               out=out, workers=1))
@@ -136,6 +136,35 @@ def test_clip_featurizer_reproduces_the_store(reference, tiny_dataset):
     assert y.shape == (4, 2, 2, 1280)
     y.sum().backward()
     assert x.grad is not None
+
+
+def test_card_carries_the_extractor_configs_and_the_featurizer_is_rebuilt_from_them(reference, tiny_dataset):
+    """Round trip: the configs the store was extracted with -> store.json -> the same extractors."""
+    from features.extractors import AudioConfig, VisualConfig
+    from features.store import StoreError
+
+    summary, store = reference
+    cfg = _cfg(tiny_dataset, summary.store_dir.parents[1])
+    assert VisualConfig.model_validate(store.card.visual_config) == cfg.visual
+    assert AudioConfig.model_validate(store.card.audio_config) == cfg.audio
+    fz = ClipFeaturizer.from_card(store.card.model_dump(mode="json"), device="cpu")
+    assert fz.visual.card() == store.card.visual and fz.audio.card() == store.card.audio
+    assert fz.visual.engine == cfg.visual.engine
+    old = store.card.model_copy(update={"visual_config": None, "audio_config": None})   # a card from before
+    with pytest.raises(StoreError, match="extract the store again"):
+        ClipFeaturizer.from_card(old)
+
+
+def test_the_manifest_is_read_once_per_extraction(tiny_dataset, tmp_path, monkeypatch):
+    """plan_store reads (and hashes) the manifest; the shards and finalize use what the plan carries."""
+    import pipelines.manifest
+
+    hashed = []
+    real = pipelines.manifest.file_sha256
+    monkeypatch.setattr(pipelines.manifest, "file_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    summary = extract_features(_cfg(tiny_dataset, tmp_path), progress=False)
+    assert hashed == ["manifest.parquet"] and summary.clips == 12
+    assert FeatureStore.open(summary.store_dir).boxes is not None
 
 
 def test_bad_clip_is_recorded_and_the_rest_goes_on(tiny_dataset, tmp_path):
@@ -278,14 +307,14 @@ def _decoder_children(proc) -> list:
 
 
 def test_malloc_thresholds_are_raised_only_under_dasks_trim_setting(monkeypatch):
-    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers, which made the CNN ~2.7x slower here
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers, which makes the CNN several times slower
     (glibc then mmaps every activation tensor); a shard task undoes it only when the variable is set."""
-    from features.extract import _restore_malloc_thresholds
+    from features.malloc import restore_malloc_thresholds
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    assert _restore_malloc_thresholds() is False        # nothing to undo without the variable
+    assert restore_malloc_thresholds() is False        # nothing to undo without the variable
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # a worker under someone else's nanny
-    assert _restore_malloc_thresholds() is True
+    assert restore_malloc_thresholds() is True
 
 
 def test_resume_on_another_cpu_kind_is_refused_naming_both(tiny_dataset, tmp_path):

@@ -164,3 +164,42 @@ def test_boxes_are_normalised_to_the_frame():
     out = normalise_boxes(px)
     assert out.columns.tolist() == ["clip_id", "segment", "x0", "y0", "x1", "y1"]
     assert out.iloc[0][["x0", "y0", "x1", "y1"]].tolist() == [0.25, 0.0, 0.75, 1.0]
+
+
+def test_completeness_is_one_check(stores, tmp_path):
+    """The card says complete, the store-id matches when asked, and the index exists."""
+    from features.store import INDEX_FILE, check_complete, is_complete
+
+    path = stores["hdf5"].path
+    assert check_complete(path).store_id == "test" and is_complete(path, "test")
+    assert not is_complete(path, "another") and not is_complete(tmp_path)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "store.json").write_text((path / "store.json").read_text())
+    with pytest.raises(StoreError, match=INDEX_FILE):
+        check_complete(copy)
+
+
+def test_index_and_failure_tables_have_one_schema_even_when_empty():
+    from features.store import FAILURE_COLUMNS, INDEX_COLUMNS, failures_frame, index_frame
+    from pipelines.manifest import FAILURE_SCHEMA
+
+    empty = index_frame([])
+    assert empty.columns.tolist() == INDEX_COLUMNS and len(empty) == 0
+    assert str(empty["shard"].dtype) == "int64" and str(empty["has_audio"].dtype) == "bool"
+    assert failures_frame([]).columns.tolist() == FAILURE_COLUMNS == FAILURE_SCHEMA.names
+
+
+def test_an_ave_folder_with_annotations_gets_the_dataset_builds_clip_ids(stores, tmp_path):
+    """Without clip_ids.txt the ids come from Annotations.txt by the dataset build's rule, <row:04d>_<youtube_id>."""
+    out = export_ave(stores["hdf5"], tmp_path / "ave")
+    (out / "clip_ids.txt").unlink()
+    lines = ["Category&VideoID&Quality&StartTime&EndTime"] + [
+        f"{c}&yt{i}&good&1&3" for i, c in enumerate(["a", "b", "a", "c", "b"])]
+    (out / "Annotations.txt").write_text("\n".join(lines) + "\n", encoding="utf-8-sig")
+    (out / "classes.txt").unlink()
+    ave = FeatureStore.open(out)
+    assert ave.index["clip_id"].tolist() == [f"{i:04d}_yt{i}" for i in range(5)]
+    assert ave.classes == ["a", "b", "c"]
+    ann = annotations_frame(out / "Annotations.txt")
+    assert ann["clip_id"].tolist() == ave.index["clip_id"].tolist() and ann["label_idx"].tolist() == [0, 1, 0, 2, 1]
