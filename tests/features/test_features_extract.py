@@ -340,3 +340,14 @@ def test_resume_on_another_cpu_kind_is_refused_naming_both(tiny_dataset, tmp_pat
     # the same on a Dask LocalCluster (the shard tasks refuse; the refusal is raised once)
     with pytest.raises(ComputeKindMismatch, match="cpu DEFAULT"):
         extract_features(_cfg(tiny_dataset, tmp_path, workers=1), progress=False)
+
+
+def test_one_runner_decision_for_the_library_and_the_flow():
+    """workers=0 runs in this thread, an address wins over workers, else the in-process LocalCluster."""
+    from features.runner import local_cluster_kwargs, runner_kind
+
+    assert runner_kind(0, None) == "serial"
+    assert runner_kind(None, None) == runner_kind(3, None) == "local"
+    assert runner_kind(0, "tcp://127.0.0.1:8786") == runner_kind(2, "tcp://127.0.0.1:8786") == "remote"
+    assert local_cluster_kwargs(3) == {"n_workers": 1, "threads_per_worker": 3, "processes": False,
+                                       "dashboard_address": None}
