@@ -33,7 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from docs_section import publish_section  # noqa: E402
+
 from features.store import (  # noqa: E402
+    CARD_FILE,
     FeatureBatch,
     FeatureStore,
     ShardData,
@@ -44,9 +47,9 @@ from features.store import (  # noqa: E402
     write_parquet_atomic,
     write_shard,
 )
-from docs_section import publish_section  # noqa: E402
+from stan_head.checkpoint import read_metrics  # noqa: E402
 from stan_head.data import load_split  # noqa: E402
-from stan_head.models import HeadConfig, HeadOptions, build_head  # noqa: E402
+from stan_head.models import HEAD_NAMES, HeadConfig, HeadOptions, build_head  # noqa: E402
 from stan_head.train import TrainConfig, compute_loss, train_head  # noqa: E402
 
 log = logging.getLogger("bench.train")
@@ -58,7 +61,7 @@ def generate_store(root: Path, clips: int, t: int, hw: int, cv: int, ca: int, cl
     """Write an AVE-shaped store (float16) under ``root``; reused when already complete."""
     store_id = f"avescale-{clips}-{t}x{hw}x{hw}x{cv}-{ca}"
     store_dir = root / store_id
-    if (store_dir / "store.json").is_file():
+    if (store_dir / CARD_FILE).is_file():
         return store_dir
     store_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--visual-dim", type=int, default=512)
     p.add_argument("--audio-dim", type=int, default=128)
     p.add_argument("--classes", type=int, default=28)
-    p.add_argument("--model", default="stan", choices=["stan", "late_fusion", "ave_att"])
+    p.add_argument("--model", default="stan", choices=list(HEAD_NAMES))
     p.add_argument("--epochs", type=int, default=3, help="epochs measured (the 30-epoch time is projected)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = matmul_rate(args.threads)
     flops = flops_per_epoch(store, cfg)
     summary = train_head(cfg)
-    lines = [json.loads(x) for x in (cfg.out / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(cfg.out)
     epoch_s = statistics.median(x["epoch_seconds"] for x in lines)
     train_s = statistics.median(x["train_seconds"] for x in lines)
     rate = max(rates.values()) * 1e9

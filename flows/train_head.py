@@ -7,25 +7,22 @@ store's card; the library resumes from the run folder's checkpoint) → ``publis
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Optional
 
 from prefect import flow, get_run_logger, task
 
-from pathlib import Path
-
+from features.store import CARD_FILE
 from flows._params import build_config
-from flows.caching import cached_unless_missing, inputs_source_and_files
 from flows.artifacts import artifact_key, publish_table
+from flows.caching import cached_unless_missing, inputs_source_and_files
+from stan_head.checkpoint import run_files
+from stan_head.models import HeadName
 from stan_head.train import TrainConfig, TrainSummary, train_head
 
 
 def _store_card(inputs: dict) -> list[Path]:
-    return [Path(inputs["config"].store) / "store.json"]
-
-
-def run_files(run_dir: Path) -> list[Path]:
-    """The files a finished run folder holds (``stan_head.checkpoint``)."""
-    return [Path(run_dir) / "run.json", Path(run_dir) / "model.safetensors"]
+    return [Path(inputs["config"].store) / CARD_FILE]
 
 
 @task(name="train-head", cache_policy=inputs_source_and_files(_store_card))
@@ -53,7 +50,7 @@ def publish_train_artifacts(summary: TrainSummary) -> None:
 def train_head_flow(
     store: str,
     out: str,
-    model: Literal["stan", "late_fusion", "ave_att"] = "stan",
+    model: HeadName = "stan",
     device: Optional[Literal["auto", "cpu", "cuda"]] = None,
     seed: Optional[int] = None,
     epochs: Optional[int] = None,

@@ -9,16 +9,19 @@ A run folder holds
                         early-stopping counters, optimizer hyper-parameters) as JSON in the
                         safetensors metadata — one atomic file, so a crash never leaves a
                         checkpoint whose halves disagree;
-    metrics.jsonl       one JSON line per epoch (written by the trainer).
+    metrics.jsonl       one JSON line per epoch (:func:`append_metrics`, :func:`read_metrics`).
 
-:func:`load_run` refuses a run whose store-id or feature shapes differ from the store it is
-used with, naming both, before any tensor is touched.
+This module is the one owner of that layout: the file names are its constants, and every read
+or write of a run folder goes through its functions. :func:`load_run` refuses a run whose
+store-id or feature shapes differ from the store it is used with, naming both, before any
+tensor is touched.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,9 @@ from pydantic import BaseModel, ConfigDict
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 
+from features.store import FeatureStore
 from pipelines.atomic import atomic_write_bytes, atomic_write_text
+from pipelines.runtime import code_version
 from stan_head.models import Head, HeadConfig, build_head
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,8 @@ BEST_WEIGHTS = "model.safetensors"
 LAST_STATE = "last.safetensors"
 METRICS = "metrics.jsonl"
 FORMAT_VERSION = 1
+#: What a finished run folder holds (what a cache of a training step checks for).
+FINISHED_RUN_FILES = (RUN_CARD, BEST_WEIGHTS)
 
 
 class StoreMismatchError(ValueError):
@@ -62,6 +69,23 @@ class RunCard(BaseModel):
     best_epoch: int | None = None
     metrics: dict[str, float | int | None] = {}
     code_version: str = ""
+
+    @classmethod
+    def for_store(cls, head: HeadConfig, train_config: dict[str, Any], store: FeatureStore) -> "RunCard":
+        """The card of a run of ``head`` trained with ``train_config`` (JSON dump) on ``store``."""
+        card = store.card
+        return cls(
+            head=head,
+            train_config=train_config,
+            store_id=str(card.store_id),
+            store_dir=str(Path(store.path).resolve()),
+            store_card=card.model_dump(mode="json"),
+            num_segments=int(card.num_segments),
+            visual_shape=tuple(int(x) for x in card.visual_shape),  # type: ignore[arg-type]
+            audio_dim=int(card.audio_dim),
+            classes=list(card.classes),
+            code_version=code_version(),
+        )
 
     def shapes_line(self) -> str:
         """Human-readable feature shapes, e.g. 'T=10, visual 7×7×1280, audio 128'."""
@@ -94,12 +118,17 @@ def read_run_card(run_dir: Path) -> RunCard:
         raise ValueError(f"{path}: not a valid run card: {exc}") from exc
 
 
-def _store_shapes(store: Any) -> tuple[int, tuple[int, int, int], int]:
+def run_files(run_dir: Path | str) -> list[Path]:
+    """The files a finished run folder holds: the run card and the best weights."""
+    return [Path(run_dir) / name for name in FINISHED_RUN_FILES]
+
+
+def _store_shapes(store: FeatureStore) -> tuple[int, tuple[int, int, int], int]:
     card = store.card
     return int(card.num_segments), tuple(int(x) for x in card.visual_shape), int(card.audio_dim)  # type: ignore[return-value]
 
 
-def check_store(card: RunCard, store: Any, run_dir: Path | str = "run") -> None:
+def check_store(card: RunCard, store: FeatureStore, run_dir: Path | str = "run") -> None:
     """Raise :class:`StoreMismatchError` unless ``store`` (a ``FeatureStore``) is the one the run was trained on.
 
     Both the store-id and the feature shapes (T, H×W×Cv, Ca) and the class list must match.
@@ -119,7 +148,7 @@ def check_store(card: RunCard, store: Any, run_dir: Path | str = "run") -> None:
     if problems:
         raise StoreMismatchError(
             f"run {run_dir} was trained on store {card.store_id} ({card.store_dir}, {card.shapes_line()}) and cannot "
-            f"be used with store {store_id} ({getattr(store, 'root', getattr(store, 'path', '?'))}, {theirs}): "
+            f"be used with store {store_id} ({store.path}, {theirs}): "
             + "; ".join(problems)
         )
 
@@ -147,7 +176,22 @@ def load_weights(path: Path, head: Head) -> None:
     head.load_state_dict(tensors, strict=True)
 
 
-def load_run(run_dir: Path, store: Any | None = None, device: str | torch.device = "cpu") -> LoadedRun:
+def save_best(run_dir: Path, head: Head, store_id: str, epoch: int) -> Path:
+    """Write ``model.safetensors`` (the weights kept as the run's best), tagged with store-id and epoch."""
+    return save_weights(Path(run_dir) / BEST_WEIGHTS, head, {"store_id": store_id, "epoch": str(epoch)})
+
+
+def has_best(run_dir: Path) -> bool:
+    """Whether the run folder holds best weights yet."""
+    return (Path(run_dir) / BEST_WEIGHTS).is_file()
+
+
+def load_best(run_dir: Path, head: Head) -> None:
+    """Load ``model.safetensors`` into ``head`` (strict)."""
+    load_weights(Path(run_dir) / BEST_WEIGHTS, head)
+
+
+def load_run(run_dir: Path, store: FeatureStore | None = None, device: str | torch.device = "cpu") -> LoadedRun:
     """Load a run folder for inference.
 
     When ``store`` (a ``features.store.FeatureStore``) is given, the run must have been trained on it:
@@ -164,6 +208,63 @@ def load_run(run_dir: Path, store: Any | None = None, device: str | torch.device
     load_weights(weights, head)
     head.to(device).eval()
     return LoadedRun(run_dir=run_dir, card=card, head=head)
+
+
+# ----------------------------------------------------------------------------------------------
+# metrics.jsonl: one JSON object per finished epoch.
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    """Append one epoch's record (it must carry ``epoch``) to ``metrics.jsonl``."""
+    with open(Path(run_dir) / METRICS, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The epoch records of ``metrics.jsonl`` in order ([] when there is none yet)."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def truncate_metrics(run_dir: Path, upto_epoch: int) -> None:
+    """Keep only the records of epochs ≤ ``upto_epoch`` (a crash may have left a later line)."""
+    path = Path(run_dir) / METRICS
+    if path.exists():
+        kept = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= upto_epoch]
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+# ----------------------------------------------------------------------------------------------
+# Starting or resuming a run.
+
+
+def has_training_state(run_dir: Path) -> bool:
+    """Whether the run folder holds a ``last.safetensors`` to resume from."""
+    return (Path(run_dir) / LAST_STATE).is_file()
+
+
+def clear_training_files(run_dir: Path) -> None:
+    """Remove the training state, best weights and metrics: the folder starts a run afresh."""
+    for name in (LAST_STATE, BEST_WEIGHTS, METRICS):
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+def check_resumable(previous: RunCard, current: RunCard, run_dir: Path, free: Collection[str] = ()) -> None:
+    """Raise ValueError unless ``current`` may resume the run ``previous`` describes.
+
+    The head and every training option except those in ``free`` (options that do not change the
+    result, such as the output folder or the epoch budget) must be the same.
+    """
+    mine = {k: v for k, v in current.train_config.items() if k not in free}
+    theirs = {k: v for k, v in previous.train_config.items() if k not in free}
+    if mine != theirs or previous.head != current.head:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise ValueError(
+            f"{run_dir} holds a run with a different configuration ({', '.join(diff) or 'head'}); "
+            "use another --out or resume=False to start over"
+        )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ weights at the end.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -29,23 +28,11 @@ from tqdm.auto import tqdm
 
 from features.runtime import resolve_device, torch_threads
 from features.store import FeatureStore
-from pipelines.atomic import atomic_write_text
-from pipelines.runtime import code_version
-from stan_head.checkpoint import (
-    BEST_WEIGHTS,
-    LAST_STATE,
-    METRICS,
-        RunCard,
-    check_store,
-    load_training_state,
-    load_weights,
-    read_run_card,
-    save_training_state,
-    save_weights,
-    write_run_card,
-)
-from stan_head.data import SplitTensors, load_splits
-from stan_head.models import Head, HeadConfig, HeadOptions, HeadOutput, ModelName, build_head
+from stan_head import checkpoint
+from stan_head.batch import HeadBatch
+from stan_head.checkpoint import RunCard
+from stan_head.data import load_splits
+from stan_head.models import Head, HeadConfig, HeadName, HeadOptions, HeadOutput, build_head
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +57,7 @@ class TrainConfig(BaseModel):
 
     store: Path
     out: Path
-    model: ModelName = "stan"
+    model: HeadName = "stan"
     head: HeadOptions = HeadOptions()
     seed: int = 0
     epochs: int = Field(30, ge=1)
@@ -106,7 +93,7 @@ class TrainSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_dir: Path
-    model: ModelName
+    model: HeadName
     store_id: str
     epochs_run: int
     best_epoch: int
@@ -159,7 +146,7 @@ def compute_loss(out: HeadOutput, label: torch.Tensor, segment_mask: torch.Tenso
 
 
 @torch.inference_mode()
-def evaluate_split(head: Head, split: SplitTensors, device: torch.device, batch_size: int = 256) -> dict[str, float | None]:
+def evaluate_split(head: Head, split: HeadBatch, device: torch.device, batch_size: int = 256) -> dict[str, float | None]:
     """Loss, video-level accuracy and (with a segment head) segment accuracy over valid segments."""
     if len(split) == 0:
         return {"loss": None, "accuracy": None, "segment_accuracy": None}
@@ -183,19 +170,6 @@ def evaluate_split(head: Head, split: SplitTensors, device: torch.device, batch_
     }
 
 
-def _comparable(cfg_dump: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg_dump.items() if k not in _RESUME_FREE}
-
-
-def _rewrite_metrics(path: Path, upto_epoch: int) -> None:
-    """Keep only metric lines of epochs ≤ ``upto_epoch`` (a crash may have left a later line)."""
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= upto_epoch]
-    atomic_write_text(path, "".join(ln + "\n" for ln in kept))
-
-
 def _rng_scope(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """Fork the CPU (and, on CUDA, that device's) RNG so seeding inside leaves the caller's state alone."""
     devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
@@ -210,42 +184,19 @@ def train_head(config: TrainConfig) -> TrainSummary:
     card = store.card
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    h, w, cv = (int(x) for x in card.visual_shape)
     head_cfg = HeadConfig.from_options(
-        config.model, config.head, num_classes=len(card.classes), visual_dim=cv, audio_dim=int(card.audio_dim)
-    )
-    cfg_dump = config.model_dump(mode="json")
-    store_card = card.model_dump(mode="json") if hasattr(card, "model_dump") else dict(card)
-    run_card = RunCard(
-        head=head_cfg,
-        train_config=cfg_dump,
-        store_id=str(card.store_id),
-        store_dir=str(Path(config.store).resolve()),
-        store_card=store_card,
-        num_segments=int(card.num_segments),
-        visual_shape=(h, w, cv),
+        config.model, config.head, num_classes=len(card.classes), visual_dim=int(card.visual_shape[2]),
         audio_dim=int(card.audio_dim),
-        classes=list(card.classes),
-        code_version=code_version(),
     )
-
-    resuming = config.resume and (run_dir / LAST_STATE).is_file()
+    run_card = RunCard.for_store(head_cfg, config.model_dump(mode="json"), store)
+    resuming = config.resume and checkpoint.has_training_state(run_dir)
     if resuming:
-        previous = read_run_card(run_dir)
-        check_store(previous, store, run_dir)
-        if _comparable(previous.train_config) != _comparable(cfg_dump) or previous.head != head_cfg:
-            diff = sorted(
-                k for k in set(_comparable(previous.train_config)) | set(_comparable(cfg_dump))
-                if previous.train_config.get(k) != cfg_dump.get(k)
-            )
-            raise ValueError(
-                f"{run_dir} holds a run with a different configuration ({', '.join(diff) or 'head'}); "
-                "use another --out or resume=False to start over"
-            )
+        previous = checkpoint.read_run_card(run_dir)
+        checkpoint.check_store(previous, store, run_dir)
+        checkpoint.check_resumable(previous, run_card, run_dir, free=_RESUME_FREE)
     else:
-        for name in (LAST_STATE, BEST_WEIGHTS, METRICS):
-            (run_dir / name).unlink(missing_ok=True)
-    write_run_card(run_dir, run_card)
+        checkpoint.clear_training_files(run_dir)
+    checkpoint.write_run_card(run_dir, run_card)
 
     splits = load_splits(store, list(dict.fromkeys([config.train_split, config.val_split, config.test_split])))
     train, val, test = splits[config.train_split], splits[config.val_split], splits[config.test_split]
@@ -274,11 +225,11 @@ def train_head(config: TrainConfig) -> TrainSummary:
         }
         resumed_from = None
         if resuming:
-            state = load_training_state(run_dir, head, optimizer)
+            state = checkpoint.load_training_state(run_dir, head, optimizer)
             if state is not None:
                 loop.update(state)
                 resumed_from = int(loop["epoch"])
-                _rewrite_metrics(run_dir / METRICS, resumed_from)
+                checkpoint.truncate_metrics(run_dir, resumed_from)
 
         bar = tqdm(
             total=total_steps, initial=min(total_steps, loop["epoch"] * steps_per_epoch), disable=not config.progress,
@@ -292,10 +243,10 @@ def train_head(config: TrainConfig) -> TrainSummary:
         finally:
             bar.close()
 
-        if not (run_dir / BEST_WEIGHTS).is_file():  # e.g. no validation split: keep the last epoch
-            save_weights(run_dir / BEST_WEIGHTS, head, {"store_id": run_card.store_id, "epoch": str(loop["epoch"])})
+        if not checkpoint.has_best(run_dir):  # e.g. no validation split: keep the last epoch
+            checkpoint.save_best(run_dir, head, run_card.store_id, loop["epoch"])
             loop["best_epoch"] = loop["epoch"]
-        load_weights(run_dir / BEST_WEIGHTS, head)
+        checkpoint.load_best(run_dir, head)
         head.to(device)
         test_metrics = evaluate_split(head, test, device, batch_size=max(config.batch_size, 256))
 
@@ -313,7 +264,7 @@ def train_head(config: TrainConfig) -> TrainSummary:
             },
         }
     )
-    write_run_card(run_dir, run_card)
+    checkpoint.write_run_card(run_dir, run_card)
     summary = TrainSummary(
         run_dir=run_dir,
         model=config.model,
@@ -335,8 +286,8 @@ def train_head(config: TrainConfig) -> TrainSummary:
 def _train_epoch(
     head: Head,
     optimizer: torch.optim.Optimizer,
-    train: SplitTensors,
-    val_split: SplitTensors,
+    train: HeadBatch,
+    val_split: HeadBatch,
     config: TrainConfig,
     device: torch.device,
     epoch: int,
@@ -387,15 +338,15 @@ def _train_epoch(
     loop["epoch"] = epoch
     if improved:
         loop.update(best_val_accuracy=val["accuracy"], best_val_loss=val["loss"], best_epoch=epoch, since_best=0)
-        save_weights(run_dir / BEST_WEIGHTS, head, {"store_id": store_id, "epoch": str(epoch)})
+        checkpoint.save_best(run_dir, head, store_id, epoch)
     elif val["accuracy"] is not None:
         loop["since_best"] += 1
         if config.patience and loop["since_best"] >= config.patience:
             loop["stopped_early"] = True
     if val["accuracy"] is None:  # no validation split: the latest epoch is the one kept
         loop["best_epoch"] = epoch
-        save_weights(run_dir / BEST_WEIGHTS, head, {"store_id": store_id, "epoch": str(epoch)})
-    save_training_state(run_dir, head, optimizer, loop)
+        checkpoint.save_best(run_dir, head, store_id, epoch)
+    checkpoint.save_training_state(run_dir, head, optimizer, loop)
     record = {
         "epoch": epoch,
         "lr": lr,
@@ -408,8 +359,7 @@ def _train_epoch(
         "train_seconds": train_seconds,
         "epoch_seconds": time.perf_counter() - t0,
     }
-    with open(run_dir / METRICS, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
+    checkpoint.append_metrics(run_dir, record)
     bar.set_postfix(epoch=epoch, loss=f"{record['train_loss']:.3f}",
                     val_acc="n/a" if val["accuracy"] is None else f"{val['accuracy']:.3f}")
     log.debug("epoch %d: %s", epoch, record)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from stan_head.models.base import Head, HeadConfig, HeadOutput, input_projection, masked_mean, mlp, uniform_temporal
+from stan_head.models.base import Head, HeadOutput, HeadSizes, masked_mean, mlp, segment_classifier, uniform_temporal
 from stan_head.models.stan import AdditiveScore
 
 
@@ -33,19 +33,15 @@ def _lengths(segment_mask: torch.Tensor) -> torch.Tensor:
 class AVEAtt(Head):
     """Audio-guided visual attention + BiLSTMs per modality, concatenated."""
 
-    def __init__(self, config: HeadConfig) -> None:
+    def __init__(self, config: HeadSizes) -> None:
         super().__init__(config)
         d, hid = config.d_model, config.lstm_hidden
-        self.proj_v = input_projection(config.visual_dim, d)
-        self.proj_a = input_projection(config.audio_dim, d)
-        self.drop = nn.Dropout(config.dropout)
+        self.add_input_layers()
         self.spatial = AdditiveScore(d, d, config.attn_dim)
         self.lstm_a = nn.LSTM(d, hid, batch_first=True, bidirectional=True)
         self.lstm_v = nn.LSTM(d, hid, batch_first=True, bidirectional=True)
         self.classifier = mlp(4 * hid, config.hidden_dim, config.num_classes, config.dropout)
-        self.segment_classifier = (
-            mlp(4 * hid, config.hidden_dim, config.num_classes + 1, config.dropout) if config.segment_head else None
-        )
+        self.segment_classifier = segment_classifier(config, 4 * hid)
 
     def _bilstm(self, lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)

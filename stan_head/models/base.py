@@ -1,7 +1,7 @@
 """The contract every head follows: configuration, output record and shared attention helpers.
 
-All heads (``stan``, ``late_fusion``, ``ave_att``) take the same inputs and return the same
-:class:`HeadOutput`, so the trainer, the explainer and the evaluation code never special-case
+All heads (registered in :mod:`stan_head.models.registry`) take the same inputs and return the
+same :class:`HeadOutput`, so the trainer, the explainer and the evaluation code never special-case
 a model. Shapes use B = batch, T = segments, H×W = spatial grid of the visual feature map,
 Cv / Ca = visual / audio channels, K = classes.
 """
@@ -9,13 +9,10 @@ Cv / Ca = visual / audio channels, K = classes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-
-ModelName = Literal["stan", "late_fusion", "ave_att"]
 
 
 class HeadOptions(BaseModel):
@@ -37,22 +34,15 @@ class HeadOptions(BaseModel):
     segment_head: bool = False
 
 
-class HeadConfig(HeadOptions):
-    """Everything :func:`stan_head.models.build_head` needs: the model name, options and input sizes."""
+class HeadSizes(HeadOptions):
+    """The options plus the input and output sizes a feature store gives: what a head is built from.
 
-    model: ModelName = "stan"
+    :class:`stan_head.models.HeadConfig` adds the registered head's name.
+    """
+
     num_classes: int = Field(..., ge=1)
     visual_dim: int = Field(..., ge=1)
     audio_dim: int = Field(..., ge=1)
-
-    @classmethod
-    def from_options(
-        cls, model: ModelName, options: HeadOptions, *, num_classes: int, visual_dim: int, audio_dim: int
-    ) -> "HeadConfig":
-        """Combine user options with the sizes read from a feature store."""
-        return cls(
-            model=model, num_classes=num_classes, visual_dim=visual_dim, audio_dim=audio_dim, **options.model_dump()
-        )
 
 
 @dataclass
@@ -85,11 +75,18 @@ class Head(nn.Module):
     where the segment lies inside the clip (padded segments trail the valid ones).
     """
 
-    config: HeadConfig
+    config: HeadSizes
 
-    def __init__(self, config: HeadConfig) -> None:
+    def __init__(self, config: HeadSizes) -> None:
         super().__init__()
         self.config = config
+
+    def add_input_layers(self) -> None:
+        """The layers every head starts with: ``proj_v`` / ``proj_a`` (features to width d) and ``drop``."""
+        d = self.config.d_model
+        self.proj_v = input_projection(self.config.visual_dim, d)
+        self.proj_a = input_projection(self.config.audio_dim, d)
+        self.drop = nn.Dropout(self.config.dropout)
 
     def forward(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor) -> HeadOutput:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -145,3 +142,10 @@ def input_projection(in_dim: int, d: int) -> nn.Sequential:
 def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
     """Two-layer classifier: Linear -> GELU -> Dropout -> Linear."""
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+
+
+def segment_classifier(config: HeadSizes, in_dim: int) -> nn.Sequential | None:
+    """The optional per-segment classifier (K + 1 outputs, index K = background); None without ``segment_head``."""
+    if not config.segment_head:
+        return None
+    return mlp(in_dim, config.hidden_dim, config.num_classes + 1, config.dropout)

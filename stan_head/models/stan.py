@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stan_head.models.base import Head, HeadConfig, HeadOutput, input_projection, masked_mean, masked_softmax, mlp
+from stan_head.models.base import Head, HeadOutput, HeadSizes, masked_mean, masked_softmax, mlp, segment_classifier
 
 
 class AdditiveScore(nn.Module):
@@ -39,20 +39,16 @@ class AdditiveScore(nn.Module):
 class STAN(Head):
     """Space-time attention head; see the module docstring for the equations."""
 
-    def __init__(self, config: HeadConfig) -> None:
+    def __init__(self, config: HeadSizes) -> None:
         super().__init__(config)
         d = config.d_model
-        self.proj_v = input_projection(config.visual_dim, d)
-        self.proj_a = input_projection(config.audio_dim, d)
-        self.drop = nn.Dropout(config.dropout)
+        self.add_input_layers()
         self.spatial = AdditiveScore(d, d, config.attn_dim)
         self.temporal_a = AdditiveScore(d, d, config.attn_dim)
         self.temporal_v = AdditiveScore(d, d, config.attn_dim)
         self.classifier = mlp(2 * d, config.hidden_dim, config.num_classes, config.dropout)
         self.visual_classifier = nn.Linear(d, config.num_classes)
-        self.segment_classifier = (
-            mlp(2 * d, config.hidden_dim, config.num_classes + 1, config.dropout) if config.segment_head else None
-        )
+        self.segment_classifier = segment_classifier(config, 2 * d)
 
     def forward(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor) -> HeadOutput:
         """visual (B,T,H,W,Cv), audio (B,T,Ca), segment_mask bool (B,T) -> HeadOutput."""

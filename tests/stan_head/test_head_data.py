@@ -34,3 +34,13 @@ def test_batches_cover_the_split_once_in_a_seeded_order(tiny_store):
     batch = next(split.batches(8, dev))
     assert batch.visual.dtype == torch.float32 and batch.visual.shape == (8, 4, 3, 3, 16)
     assert batch.segment_mask.dtype == torch.bool and batch.label.dtype == torch.int64
+
+
+def test_take_gathers_rows_with_their_ids_and_labels(tiny_store):
+    split = load_split(FeatureStore.open(tiny_store), "train")
+    part = split.take(slice(2, 5))
+    assert part.clip_id == split.clip_id[2:5] and part.visual.dtype == torch.float32
+    assert torch.equal(part.label, split.label[2:5]) and torch.equal(part.segment_label, split.segment_label[2:5])
+    np.testing.assert_array_equal(part.visual.numpy(), split.visual[2:5].float().numpy())
+    picked = split.take(torch.tensor([4, 0]))
+    assert picked.clip_id == [split.clip_id[4], split.clip_id[0]]

@@ -109,3 +109,17 @@ def test_stan_has_a_visual_evidence_classifier_and_the_baselines_do_not():
     out.visual_logits.sum().backward()
     for name in ("late_fusion", "ave_att"):
         assert _head(name)(visual, audio, mask).visual_logits is None
+
+
+def test_the_registry_is_the_one_list_of_head_names():
+    import typing
+
+    from stan_head.models import HEAD_NAMES, HeadName
+
+    assert HEAD_NAMES == tuple(HEADS) and HEAD_NAMES[0] == "stan"
+    assert typing.get_args(HeadName) == HEAD_NAMES
+    for name, spec in HEADS.items():
+        assert spec.name == name and spec.summary
+        assert type(_head(name)) is spec.head
+    with pytest.raises(ValueError, match="stan"):
+        HeadConfig(model="nope", num_classes=K, visual_dim=CV, audio_dim=CA)

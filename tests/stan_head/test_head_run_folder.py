@@ -1,0 +1,43 @@
+"""The run folder contract (stan_head.checkpoint): file names, metrics.jsonl, resume checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from features.store import FeatureStore
+from stan_head import checkpoint
+from stan_head.checkpoint import RunCard
+from stan_head.models import HeadConfig
+
+
+def test_metrics_append_read_and_truncate(tmp_path: Path):
+    assert checkpoint.read_metrics(tmp_path) == []
+    for epoch in (1, 2, 3):
+        checkpoint.append_metrics(tmp_path, {"epoch": epoch, "val_accuracy": epoch / 10})
+    assert [r["epoch"] for r in checkpoint.read_metrics(tmp_path)] == [1, 2, 3]
+    assert (tmp_path / checkpoint.METRICS).name == "metrics.jsonl"
+    checkpoint.truncate_metrics(tmp_path, 2)
+    assert checkpoint.read_metrics(tmp_path) == [{"epoch": 1, "val_accuracy": 0.1}, {"epoch": 2, "val_accuracy": 0.2}]
+    checkpoint.clear_training_files(tmp_path)
+    assert checkpoint.read_metrics(tmp_path) == []
+
+
+def test_run_files_name_the_card_and_best_weights(tmp_path: Path):
+    assert [p.name for p in checkpoint.run_files(tmp_path)] == ["run.json", "model.safetensors"]
+
+
+def test_resume_check_names_the_option_that_differs(tiny_store: Path, tmp_path: Path):
+    store = FeatureStore.open(tiny_store)
+    head = HeadConfig(model="stan", num_classes=len(store.card.classes), visual_dim=16, audio_dim=8)
+    card = RunCard.for_store(head, {"lr": 1e-3, "epochs": 5, "out": "a"}, store)
+    assert card.store_id == store.card.store_id and card.visual_shape == (3, 3, 16)
+    same = card.model_copy(update={"train_config": {"lr": 1e-3, "epochs": 9, "out": "b"}})
+    checkpoint.check_resumable(card, same, tmp_path, free={"epochs", "out"})
+    other = card.model_copy(update={"train_config": {"lr": 2e-3, "epochs": 5, "out": "a"}})
+    with pytest.raises(ValueError, match="lr"):
+        checkpoint.check_resumable(card, other, tmp_path, free={"epochs", "out"})
+    with pytest.raises(ValueError, match="head"):
+        checkpoint.check_resumable(card, card.model_copy(update={"head": head.model_copy(update={"model": "ave_att"})}),
+                                   tmp_path)
