@@ -28,11 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from features.extract import ExtractConfig, extract_features  # noqa: E402
 from docs_section import publish_section  # noqa: E402
+
+from features.extract import ExtractConfig, extract_features  # noqa: E402
 from pipelines.build import BuildConfig, build_dataset  # noqa: E402
 from pipelines.segments import SegmentSpec  # noqa: E402
 from pipelines.sources.synthetic import SyntheticSource  # noqa: E402
+from stan_head.checkpoint import run_files  # noqa: E402
 from stan_head.evaluation.evaluate import EvaluateConfig, evaluate_run  # noqa: E402
 from stan_head.train import TrainConfig, train_head  # noqa: E402
 
@@ -49,7 +51,7 @@ def prepare(work: Path, test_clips: int, frame_size: int, epochs: int, seed: int
     store = extract_features(ExtractConfig(dataset_dir=ds, out_root=work / "features", workers=0,
                                            segment=SegmentSpec(frame_size=frame_size)))
     run = work / f"run-{store.store_id}-e{epochs}"
-    if not (run / "run.json").is_file():
+    if not all(path.is_file() for path in run_files(run)):
         train_head(TrainConfig(store=store.store_dir, out=run, epochs=epochs, device="cpu", progress=False,
                                attention_entropy_weight=0.01, patience=0))
     return store.store_dir, run

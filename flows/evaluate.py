@@ -12,16 +12,18 @@ from typing import Literal, Optional
 
 from prefect import flow, get_run_logger, task
 
+from features.store import CARD_FILE
 from flows._params import build_config
-from flows.caching import cached_unless_missing, inputs_source_and_files
-from flows.train_head import run_files
 from flows.artifacts import artifact_key, images_markdown, publish_markdown, publish_table
+from flows.caching import cached_unless_missing, inputs_source_and_files
+from stan_head.checkpoint import run_files
 from stan_head.evaluation.evaluate import EvaluateConfig, EvaluationSummary, evaluate_run
+from stan_head.evaluation.report import REPORT_JSON
 
 
 def _evaluated_files(inputs: dict) -> list[Path]:
     cfg = inputs["config"]
-    return [*run_files(cfg.run), Path(cfg.store) / "store.json"]
+    return [*run_files(cfg.run), Path(cfg.store) / CARD_FILE]
 
 
 @task(name="evaluate-run", cache_policy=inputs_source_and_files(_evaluated_files))
@@ -70,6 +72,6 @@ def evaluate_flow(
         EvaluateConfig, run=run, store=store, out=out, split=split, max_clips=max_clips, pixel_space=pixel_space,
         device=device, explainers=tuple(explainers) if explainers else None,
     )
-    summary = cached_unless_missing(evaluate_task, [Path(config.out) / "report.json"])(config)
+    summary = cached_unless_missing(evaluate_task, [Path(config.out) / REPORT_JSON])(config)
     publish_evaluation_artifacts(summary)
     return summary

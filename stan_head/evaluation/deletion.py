@@ -20,8 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stan_head.evaluation.explainers import EvalBatch
+from stan_head.batch import HeadBatch
 from stan_head.evaluation.metrics import normalised_auc
+
+Perturb = Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""``(clip row i, keep float (m, U) in {0, 1}) -> (visual, audio)``: the head inputs of clip i with
+the units where ``keep`` is 0 replaced by the reference, one row per keep-mask."""
 
 
 @dataclass
@@ -76,7 +80,7 @@ def _keep_masks(order: np.ndarray, units: int, fractions: np.ndarray) -> tuple[n
     return ~top, top
 
 
-def _reference(batch: EvalBatch, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _reference(batch: HeadBatch, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per clip reference features: visual (B, C), audio (B, Ca) — the clip mean over valid cells, or 0."""
     if kind == "zero":
         return (
@@ -93,25 +97,59 @@ def _reference(batch: EvalBatch, kind: str) -> tuple[torch.Tensor, torch.Tensor]
     return vis, aud
 
 
-def _probabilities(
+def unit_curves(
     head: torch.nn.Module,
-    visual: torch.Tensor,
-    audio: torch.Tensor,
-    mask: torch.Tensor,
-    target: int,
+    batch: HeadBatch,
+    target: torch.Tensor,
+    scores: np.ndarray,
+    valid: np.ndarray,
+    fractions: np.ndarray,
+    perturb: Perturb,
     chunk: int,
-) -> np.ndarray:
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(visual), chunk):
-            logits = head(visual[s : s + chunk], audio[s : s + chunk], mask[s : s + chunk]).logits
-            out.append(F.softmax(logits.float(), dim=-1)[:, target].cpu().numpy())
-    return np.concatenate(out)
+    seed: int = 0,
+) -> Curves:
+    """The deletion/insertion loop every unit kind shares.
+
+    Per clip: rank the valid units by ``scores`` (:func:`rank_units`), build the deletion and
+    insertion keep-masks for every fraction (padded units are always kept), let ``perturb`` turn
+    each ``chunk`` of keep-masks into head inputs, and record the target's probability.
+
+    Args:
+        scores: float (B, U) relevance per unit.
+        valid: bool (B, U) units that may be removed.
+        fractions: float (K+1,) fractions of the valid units removed / inserted.
+        perturb: :data:`Perturb`.
+        chunk: keep-masks per head call.
+    """
+    b, units, k = len(batch), valid.shape[1], len(fractions)
+    deletion = np.zeros((b, k))
+    insertion = np.zeros((b, k))
+    for i in range(b):
+        order = rank_units(np.asarray(scores[i]).reshape(-1), valid[i], seed)
+        keep_del, keep_ins = _keep_masks(order, units, fractions)
+        keep_ins |= ~valid[i]  # padded units stay as they are
+        keep = torch.as_tensor(np.concatenate([keep_del, keep_ins]), device=batch.visual.device, dtype=batch.visual.dtype)
+        probs = []
+        with torch.no_grad():
+            for s in range(0, len(keep), chunk):
+                visual, audio = perturb(i, keep[s : s + chunk])
+                mask = batch.segment_mask[i : i + 1].expand(len(visual), -1)
+                logits = head(visual, audio, mask).logits
+                probs.append(F.softmax(logits.float(), dim=-1)[:, int(target[i])].cpu().numpy())
+        p = np.concatenate(probs)
+        deletion[i], insertion[i] = p[:k], p[k:]
+    return Curves(fractions, deletion, insertion)
+
+
+def _valid_cells(batch: HeadBatch) -> np.ndarray:
+    """bool (B, T·H·W): the cells of the valid segments."""
+    b, t, h, w = batch.visual.shape[:4]
+    return np.broadcast_to(batch.segment_mask.cpu().numpy()[:, :, None, None], (b, t, h, w)).reshape(b, -1)
 
 
 def region_curves(
     head: torch.nn.Module,
-    batch: EvalBatch,
+    batch: HeadBatch,
     target: torch.Tensor,
     relevance: np.ndarray,
     steps: int = 10,
@@ -132,30 +170,21 @@ def region_curves(
         seed: tie-break seed.
     """
     b, t, h, w, c = batch.visual.shape
-    fractions = np.linspace(0.0, 1.0, steps + 1)
     ref_v, _ = _reference(batch, reference)
-    valid_cells = np.broadcast_to(batch.segment_mask.cpu().numpy()[:, :, None, None], (b, t, h, w)).reshape(b, -1)
-    deletion = np.zeros((b, steps + 1))
-    insertion = np.zeros((b, steps + 1))
-    for i in range(b):
-        order = rank_units(np.asarray(relevance[i]).reshape(-1), valid_cells[i], seed)
-        keep_del, keep_ins = _keep_masks(order, t * h * w, fractions)
-        keep_ins |= ~valid_cells[i]  # padded cells stay as they are
-        keep = torch.as_tensor(np.concatenate([keep_del, keep_ins]), device=batch.visual.device)
-        keep = keep.reshape(-1, t, h, w, 1).to(batch.visual.dtype)
-        vis = keep * batch.visual[i : i + 1] + (1 - keep) * ref_v[i].view(1, 1, 1, 1, c)
-        n = len(vis)
-        probs = _probabilities(
-            head, vis, batch.audio[i : i + 1].expand(n, -1, -1), batch.segment_mask[i : i + 1].expand(n, -1),
-            int(target[i]), chunk,
-        )
-        deletion[i], insertion[i] = probs[: steps + 1], probs[steps + 1 :]
-    return Curves(fractions, deletion, insertion)
+
+    def perturb(i: int, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = keep.reshape(-1, t, h, w, 1)
+        visual = keep * batch.visual[i : i + 1] + (1 - keep) * ref_v[i].view(1, 1, 1, 1, c)
+        return visual, batch.audio[i : i + 1].expand(len(keep), -1, -1)
+
+    fractions = np.linspace(0.0, 1.0, steps + 1)
+    scores = np.asarray(relevance).reshape(b, -1)
+    return unit_curves(head, batch, target, scores, _valid_cells(batch), fractions, perturb, chunk, seed)
 
 
 def segment_curves(
     head: torch.nn.Module,
-    batch: EvalBatch,
+    batch: HeadBatch,
     target: torch.Tensor,
     temporal: np.ndarray,
     reference: str = "mean",
@@ -170,28 +199,24 @@ def segment_curves(
         temporal: float (B, T) segment relevance.
         (others as in :func:`region_curves`.)
     """
-    b, t, h, w, c = batch.visual.shape
-    fractions = np.linspace(0.0, 1.0, t + 1)
+    t, c = batch.visual.shape[1], batch.visual.shape[-1]
     ref_v, ref_a = _reference(batch, reference)
-    valid = batch.segment_mask.cpu().numpy()
-    deletion = np.zeros((b, t + 1))
-    insertion = np.zeros((b, t + 1))
-    for i in range(b):
-        order = rank_units(np.asarray(temporal[i]), valid[i], seed)
-        keep_del, keep_ins = _keep_masks(order, t, fractions)
-        keep_ins |= ~valid[i]
-        keep = torch.as_tensor(np.concatenate([keep_del, keep_ins]), device=batch.visual.device).to(batch.visual.dtype)
+
+    def perturb(i: int, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(keep)
-        vis = keep.view(n, t, 1, 1, 1) * batch.visual[i : i + 1] + (1 - keep.view(n, t, 1, 1, 1)) * ref_v[i].view(1, 1, 1, 1, c)
-        aud = keep.view(n, t, 1) * batch.audio[i : i + 1] + (1 - keep.view(n, t, 1)) * ref_a[i].view(1, 1, -1)
-        probs = _probabilities(head, vis, aud, batch.segment_mask[i : i + 1].expand(n, -1), int(target[i]), chunk)
-        deletion[i], insertion[i] = probs[: t + 1], probs[t + 1 :]
-    return Curves(fractions, deletion, insertion)
+        kv = keep.view(n, t, 1, 1, 1)
+        visual = kv * batch.visual[i : i + 1] + (1 - kv) * ref_v[i].view(1, 1, 1, 1, c)
+        audio = keep.view(n, t, 1) * batch.audio[i : i + 1] + (1 - keep.view(n, t, 1)) * ref_a[i].view(1, 1, -1)
+        return visual, audio
+
+    fractions = np.linspace(0.0, 1.0, t + 1)
+    valid = batch.segment_mask.cpu().numpy()
+    return unit_curves(head, batch, target, np.asarray(temporal), valid, fractions, perturb, chunk, seed)
 
 
 def pixel_region_curves(
     head: torch.nn.Module,
-    batch: EvalBatch,
+    batch: HeadBatch,
     target: torch.Tensor,
     relevance: np.ndarray,
     frames: torch.Tensor,
@@ -208,33 +233,20 @@ def pixel_region_curves(
 
     Args:
         frames: float (B, T, F, 3, S, S) in [0, 1].
+        chunk: frames per CNN call (the head then sees ``chunk // (T·F)`` perturbed clips at a time).
         (others as in :func:`region_curves`.)
     """
     b, t, h, w, _ = batch.visual.shape
     f, cc, s1, s2 = frames.shape[2:]
-    fractions = np.linspace(0.0, 1.0, steps + 1)
-    valid_cells = np.broadcast_to(batch.segment_mask.cpu().numpy()[:, :, None, None], (b, t, h, w)).reshape(b, -1)
-    deletion = np.zeros((b, steps + 1))
-    insertion = np.zeros((b, steps + 1))
-    for i in range(b):
-        order = rank_units(np.asarray(relevance[i]).reshape(-1), valid_cells[i], seed)
-        keep_del, keep_ins = _keep_masks(order, t * h * w, fractions)
-        keep_ins |= ~valid_cells[i]
-        keep = torch.as_tensor(np.concatenate([keep_del, keep_ins]), device=frames.device, dtype=frames.dtype)
-        n = len(keep)
-        keep_px = F.interpolate(keep.reshape(n * t, 1, h, w), size=(s1, s2), mode="nearest").reshape(n, t, 1, 1, s1, s2)
+
+    def perturb(i: int, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = len(keep)
+        keep_px = F.interpolate(keep.reshape(m * t, 1, h, w), size=(s1, s2), mode="nearest").reshape(m, t, 1, 1, s1, s2)
         clip = frames[i : i + 1]
-        mean_colour = clip.mean(dim=(4, 5), keepdim=True)
-        probs = []
-        with torch.no_grad():
-            for s in range(0, n, max(1, chunk // (t * f))):
-                kp = keep_px[s : s + max(1, chunk // (t * f))]
-                pert = kp * clip + (1 - kp) * mean_colour  # (m, T, F, 3, S, S)
-                m = len(pert)
-                feats = visual_from_float(pert.reshape(m * t * f, cc, s1, s2))
-                feats = feats.reshape(m, t, f, *feats.shape[1:]).mean(dim=2)
-                logits = head(feats, batch.audio[i : i + 1].expand(m, -1, -1), batch.segment_mask[i : i + 1].expand(m, -1)).logits
-                probs.append(F.softmax(logits.float(), dim=-1)[:, int(target[i])].cpu().numpy())
-        p = np.concatenate(probs)
-        deletion[i], insertion[i] = p[: steps + 1], p[steps + 1 :]
-    return Curves(fractions, deletion, insertion)
+        pert = keep_px * clip + (1 - keep_px) * clip.mean(dim=(4, 5), keepdim=True)  # (m, T, F, 3, S, S)
+        feats = visual_from_float(pert.reshape(m * t * f, cc, s1, s2))
+        return feats.reshape(m, t, f, *feats.shape[1:]).mean(dim=2), batch.audio[i : i + 1].expand(m, -1, -1)
+
+    fractions = np.linspace(0.0, 1.0, steps + 1)
+    return unit_curves(head, batch, target, np.asarray(relevance).reshape(b, -1), _valid_cells(batch), fractions, perturb,
+                       max(1, chunk // (t * f)), seed)

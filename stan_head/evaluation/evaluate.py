@@ -16,32 +16,36 @@ The random and centre-prior baselines are always added. Writes ``report.json``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
+from features.clip import ClipFeaturizer
 from features.geometry import GridGeometry
-from features.store import FeatureBatch, FeatureStore
-from stan_head.checkpoint import load_run
 from features.runtime import resolve_device
+from features.store import FeatureStore
+from stan_head.batch import HeadBatch
+from stan_head.checkpoint import load_run
 from stan_head.evaluation.deletion import Curves, pixel_region_curves, region_curves, segment_curves
 from stan_head.evaluation.explainers import (
-    EvalBatch,
+    Explainer,
     Explanation,
     STEPFeatureExplainer,
     STEPPixelExplainer,
     available_explainers,
     build_explainer,
 )
+from stan_head.evaluation.frames import FrameSource
 from stan_head.evaluation.metrics import pointing_game, temporal_localisation, top1_accuracy
 from stan_head.evaluation.reliability import reliability_alpha
-from stan_head.evaluation.report import EvaluationReport, ExplainerScores, write_report
+from stan_head.evaluation.report import Boxes, EvaluationReport, ExplainerScores, OverlayInputs, write_report
 from stan_head.evaluation.step import STEPConfig
 
 logger = logging.getLogger(__name__)
@@ -129,92 +133,85 @@ def _nan_to_none(x: float) -> float | None:
     return None if x is None or not math.isfinite(float(x)) else float(x)
 
 
-def _box_arrays(store: FeatureStore, clip_ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _boxes(store: FeatureStore, clip_ids: list[str]) -> Boxes:
     """Boxes of ``clip_ids``: rows (into clip_ids), segments, xyxy normalised."""
     if store.boxes is None or len(store.boxes) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4))
+        return Boxes(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)))
     row_of = {cid: i for i, cid in enumerate(clip_ids)}
     b = store.boxes[store.boxes["clip_id"].isin(row_of)]
     rows = b["clip_id"].map(row_of).to_numpy(np.int64)
-    return rows, b["segment"].to_numpy(np.int64), b[["x0", "y0", "x1", "y1"]].to_numpy(np.float64)
-
-
-class _FrameSource:
-    """Decoded frames of a store's clips, through the store's own featuriser (for pixel-space work)."""
-
-    def __init__(self, store: FeatureStore, device: torch.device) -> None:
-        from features.clip import ClipFeaturizer
-        from pipelines.manifest import load_dataset
-
-        if not store.card.dataset_dir:
-            raise FileNotFoundError(f"{store.path}: the store card names no dataset folder; frames are unreachable")
-        self.dataset = load_dataset(store.card.dataset_dir)
-        self.featurizer = ClipFeaturizer.from_card(store.card, device=device)
-        self.device = device
-        self._cache: dict[str, np.ndarray] = {}
-
-    def uint8(self, clip_id: str) -> np.ndarray:
-        """uint8 (T, F, S, S, 3) frames of one clip."""
-        if clip_id not in self._cache:
-            self._cache[clip_id] = self.featurizer.featurize_video(self.dataset.clip_path(clip_id)).decoded.frames
-        return self._cache[clip_id]
-
-    def __call__(self, clip_ids: list[str]) -> torch.Tensor:
-        """float (B, T, F, 3, S, S) in [0, 1]."""
-        frames = np.stack([self.uint8(c) for c in clip_ids])
-        return torch.from_numpy(frames).to(self.device).permute(0, 1, 2, 5, 3, 4).float() / 255.0
+    return Boxes(rows, b["segment"].to_numpy(np.int64), b[["x0", "y0", "x1", "y1"]].to_numpy(np.float64))
 
 
 def _explain_all(
     name: str,
-    explainer: Any,
+    explainer: Explainer,
     head: torch.nn.Module,
-    fb: FeatureBatch,
+    clips: HeadBatch,
     n: int,
     batch_size: int,
     device: torch.device,
     iterations: int,
 ) -> Explanation:
     """Explain the first ``n`` clips in chunks; slow explainers get a progress bar (clips, and
-    the optimisation step of the current chunk as its postfix)."""
-    slow = bool(getattr(explainer, "slow", False))
+    the optimisation step of the current chunk as its postfix, through their ``on_step``)."""
     spatial, temporal = [], []
-    with tqdm(total=n, desc=f"explain[{name}]", unit="clip", disable=not slow, leave=False) as bar:
-        if slow and hasattr(explainer, "on_step"):
+    with tqdm(total=n, desc=f"explain[{name}]", unit="clip", disable=not explainer.slow, leave=False) as bar:
+        if explainer.slow:
             def on_step(i: int) -> None:
                 if i % 25 == 0 or i == iterations - 1:
                     bar.set_postfix_str(f"step {i + 1}/{iterations}")
 
-            explainer.on_step = on_step
+            explainer.on_step = on_step  # type: ignore[attr-defined]
         for start in range(0, n, batch_size):
-            sl = slice(start, min(start + batch_size, n))
-            batch = EvalBatch.from_arrays(fb.clip_id[sl], fb.visual[sl], fb.audio[sl], fb.segment_mask[sl], device)
-            target = torch.as_tensor(fb.label_idx[sl], device=device)
-            exp = explainer.explain(head, batch, target)
+            batch = clips.take(slice(start, min(start + batch_size, n)), device)
+            exp = explainer.explain(head, batch, batch.label)
             spatial.append(exp.spatial)
             temporal.append(exp.temporal)
             bar.update(len(batch))
     return Explanation(np.concatenate(spatial), np.concatenate(temporal))
 
 
-def _curves_all(kind: str, head, fb: FeatureBatch, exp: Explanation, n: int, cfg: EvaluateConfig, device, frames=None) -> Curves:
+def _curves_all(
+    kind: str,
+    head: torch.nn.Module,
+    clips: HeadBatch,
+    exp: Explanation,
+    n: int,
+    cfg: EvaluateConfig,
+    device: torch.device,
+    frames: FrameSource | None = None,
+    featurizer: ClipFeaturizer | None = None,
+) -> Curves:
+    """Deletion/insertion curves of ``kind`` (regions, segments or pixels) over the first ``n`` clips."""
     parts: list[Curves] = []
     for start in range(0, n, cfg.batch_size):
         sl = slice(start, min(start + cfg.batch_size, n))
-        batch = EvalBatch.from_arrays(fb.clip_id[sl], fb.visual[sl], fb.audio[sl], fb.segment_mask[sl], device)
-        target = torch.as_tensor(fb.label_idx[sl], device=device)
+        batch = clips.take(sl, device)
+        mask = batch.segment_mask.cpu().numpy()
+        if kind == "segments":
+            parts.append(segment_curves(head, batch, batch.label, exp.temporal[sl], cfg.reference, seed=cfg.seed))
+            continue
+        vol = Explanation(exp.spatial[sl], exp.temporal[sl]).volume(mask)
         if kind == "regions":
-            vol = Explanation(exp.spatial[sl], exp.temporal[sl]).volume(fb.segment_mask[sl])
-            parts.append(region_curves(head, batch, target, vol, cfg.deletion_steps, cfg.reference, seed=cfg.seed))
-        elif kind == "segments":
-            parts.append(segment_curves(head, batch, target, exp.temporal[sl], cfg.reference, seed=cfg.seed))
+            parts.append(region_curves(head, batch, batch.label, vol, cfg.deletion_steps, cfg.reference, seed=cfg.seed))
         else:
-            vol = Explanation(exp.spatial[sl], exp.temporal[sl]).volume(fb.segment_mask[sl])
-            parts.append(
-                pixel_region_curves(head, batch, target, vol, frames(batch.clip_id), frames.featurizer.visual_from_float,
-                                    cfg.deletion_steps, seed=cfg.seed)
-            )
+            if frames is None or featurizer is None:
+                raise ValueError("pixel-space curves need the decoded frames and the store's featurizer")
+            parts.append(pixel_region_curves(head, batch, batch.label, vol, frames(batch.clip_id),
+                                             featurizer.visual_from_float, cfg.deletion_steps, seed=cfg.seed))
     return Curves(parts[0].fractions, np.concatenate([p.deletion for p in parts]), np.concatenate([p.insertion for p in parts]))
+
+
+def _overlay_frames(frames: FrameSource | None, store: FeatureStore, clip_ids: list[str], device: torch.device,
+                    stack: contextlib.ExitStack) -> list[np.ndarray] | None:
+    """uint8 (T, S, S, 3) centre frame per segment of the overlay clips, or None when the videos are unreachable."""
+    try:
+        source = frames or stack.enter_context(FrameSource(store.card, device))
+        return [source.centre_frames(c) for c in clip_ids]
+    except Exception as exc:  # noqa: BLE001 - any reason the videos cannot be read: fall back to feature energy
+        logger.info("overlays on feature energy: the dataset videos are not reachable (%s)", exc)
+        return None
 
 
 def evaluate_run(config: EvaluateConfig) -> EvaluationSummary:
@@ -223,7 +220,25 @@ def evaluate_run(config: EvaluateConfig) -> EvaluationSummary:
     Returns:
         :class:`EvaluationSummary` (report paths, accuracy, headline metrics, reliability α).
     """
-    cfg = config
+    with contextlib.ExitStack() as stack:
+        return _evaluate(config, stack)
+
+
+def _build_explainer(name: str, cfg: EvaluateConfig, store: FeatureStore, frames: FrameSource | None,
+                     featurizer: ClipFeaturizer | None) -> Explainer:
+    if name == "step":
+        max_blur = float(max(store.card.visual_shape[:2]))
+        return STEPFeatureExplainer(STEPConfig(iterations=cfg.step_iterations, max_blur=max_blur, seed=cfg.seed), batch_size=8)
+    if name == "step_pixel":
+        if frames is None or featurizer is None:
+            raise ValueError("step_pixel needs pixel_space frames")
+        return STEPPixelExplainer(frames, featurizer.visual_from_float, STEPConfig(iterations=cfg.step_iterations, seed=cfg.seed))
+    if name == "random":
+        return build_explainer("random", seed=cfg.seed)
+    return build_explainer(name)
+
+
+def _evaluate(cfg: EvaluateConfig, stack: contextlib.ExitStack) -> EvaluationSummary:
     device = resolve_device(cfg.device)
     store = FeatureStore.open(cfg.store)
     run = load_run(cfg.run, store=store, device=device)
@@ -236,28 +251,27 @@ def evaluate_run(config: EvaluateConfig) -> EvaluationSummary:
         raise ValueError(f"{cfg.store}: split {cfg.split!r} has no clips")
     if cfg.max_clips is not None:
         positions = positions[: cfg.max_clips]
-    fb = store.read(positions)
-    n = len(fb)
+    clips = HeadBatch.from_features(store.read(positions))
+    n = len(clips)
+    label = clips.label.numpy()
+    segment_label, segment_mask = clips.segment_label.numpy(), clips.segment_mask.numpy()
     classes = list(store.card.classes)
     background = len(classes)
     logger.info("evaluating %d %s clips of %s with %s", n, cfg.split, cfg.store, ", ".join(cfg.explainers))
 
-    parts = []
     with torch.no_grad():
-        for s in range(0, n, 256):
-            b = EvalBatch.from_arrays(fb.clip_id[s:s + 256], fb.visual[s:s + 256], fb.audio[s:s + 256],
-                                      fb.segment_mask[s:s + 256], device)
-            parts.append(head(b.visual, b.audio, b.segment_mask).logits.float().cpu().numpy())
-    logits = np.concatenate(parts)
-    accuracy = top1_accuracy(logits, fb.label_idx)
+        logits = np.concatenate([head(b.visual, b.audio, b.segment_mask).logits.float().cpu().numpy()
+                                 for b in clips.batches(256, device)])
+    accuracy = top1_accuracy(logits, label)
 
-    frames = None
+    frames, featurizer = None, None
     if cfg.pixel_space or "step_pixel" in cfg.explainers:
-        frames = _FrameSource(store, device)
+        frames = stack.enter_context(FrameSource(store.card, device))
+        featurizer = ClipFeaturizer.from_card(store.card, device=device)
 
     names = list(dict.fromkeys([*cfg.explainers, *BASELINES]))
     step_n = n if cfg.step_max_clips is None else min(n, cfg.step_max_clips)
-    box_rows, box_segs, boxes = _box_arrays(store, fb.clip_id)
+    boxes = _boxes(store, clips.clip_id)
     # Where the feature map's cells look in the frame (half a cell off the naive tiling for
     # padded stride-2 CNNs): the pointing game and the overlays use the real centres.
     geometry = GridGeometry.from_card(store.card.visual, store.card.visual_shape)
@@ -265,38 +279,26 @@ def evaluate_run(config: EvaluateConfig) -> EvaluationSummary:
     scores: dict[str, ExplainerScores] = {}
     explanations: dict[str, Explanation] = {}
     for name in names:
-        if name == "step":
-            explainer = STEPFeatureExplainer(
-                STEPConfig(iterations=cfg.step_iterations, max_blur=float(max(store.card.visual_shape[:2])), seed=cfg.seed),
-                batch_size=8,
-            )
-        elif name == "step_pixel":
-            if frames is None:
-                raise ValueError("step_pixel needs pixel_space frames")
-            explainer = STEPPixelExplainer(frames, frames.featurizer.visual_from_float, STEPConfig(iterations=cfg.step_iterations, seed=cfg.seed))
-        elif name == "random":
-            explainer = build_explainer("random", seed=cfg.seed)
-        else:
-            explainer = build_explainer(name)
-        m = step_n if getattr(explainer, "slow", False) else n
+        explainer = _build_explainer(name, cfg, store, frames, featurizer)
+        m = step_n if explainer.slow else n
         chunk = {"step": 8, "step_pixel": 1}.get(name, cfg.batch_size)
-        exp = _explain_all(name, explainer, head, fb, m, chunk, device, cfg.step_iterations)
+        exp = _explain_all(name, explainer, head, clips, m, chunk, device, cfg.step_iterations)
         explanations[name] = exp
 
-        keep = box_rows < m
-        pg = pointing_game(exp.spatial, fb.label_idx[:m], box_rows[keep], box_segs[keep], boxes[keep], centres=centres)
-        tl = temporal_localisation(exp.temporal, fb.segment_label[:m], fb.segment_mask[:m], background)
+        scored = boxes.first(m)
+        pg = pointing_game(exp.spatial, label[:m], scored.rows, scored.segments, scored.xyxy, centres=centres)
+        tl = temporal_localisation(exp.temporal, segment_label[:m], segment_mask[:m], background)
         per_clip: dict[str, np.ndarray] = {
             "pointing": pg.per_clip(m),
             "temporal_pointing": tl.per_clip_hit,
             "temporal_auc": tl.per_clip_auc,
         }
         curves: dict[str, Curves] = {
-            "regions": _curves_all("regions", head, fb, exp, m, cfg, device),
-            "segments": _curves_all("segments", head, fb, exp, m, cfg, device),
+            "regions": _curves_all("regions", head, clips, exp, m, cfg, device),
+            "segments": _curves_all("segments", head, clips, exp, m, cfg, device),
         }
-        if cfg.pixel_space and frames is not None:
-            curves["pixels"] = _curves_all("pixels", head, fb, exp, m, cfg, device, frames)
+        if cfg.pixel_space:
+            curves["pixels"] = _curves_all("pixels", head, clips, exp, m, cfg, device, frames, featurizer)
         for unit, c in curves.items():
             per_clip[f"deletion_{unit}"] = c.deletion_auc
             per_clip[f"insertion_{unit}"] = c.insertion_auc
@@ -331,12 +333,9 @@ def evaluate_run(config: EvaluateConfig) -> EvaluationSummary:
         classes=classes, accuracy=_nan_to_none(accuracy), explainers=names, reliability=reliability,
         reliability_clips=common, scores=scores, config=cfg.model_dump(mode="json"),
     )
-    overlay_frames = None
-    if cfg.overlays:
-        overlay_frames = _overlay_frames(store, fb.clip_id[: cfg.overlays], frames, device)
-    paths = write_report(
-        Path(cfg.out), report, fb, explanations, box_rows, box_segs, boxes, overlay_frames, geometry,
-    )
+    overlay_frames = _overlay_frames(frames, store, clips.clip_id[: cfg.overlays], device, stack) if cfg.overlays else None
+    overlays = OverlayInputs(clips.clip_id, clips.visual.numpy(), segment_mask, explanations, boxes, overlay_frames, geometry)
+    paths = write_report(Path(cfg.out), report, overlays)
     headline: dict[str, float | None] = {}
     for name, s in scores.items():
         headline[f"{name}.pointing"] = s.pointing
@@ -346,13 +345,3 @@ def evaluate_run(config: EvaluateConfig) -> EvaluationSummary:
         out=Path(cfg.out), report_json=paths["json"], report_md=paths["md"], figures=paths["figures"], split=cfg.split,
         clips=n, accuracy=_nan_to_none(accuracy), headline=headline, reliability=reliability,
     )
-
-
-def _overlay_frames(store: FeatureStore, clip_ids: list[str], frames: _FrameSource | None, device) -> list[np.ndarray] | None:
-    """uint8 (T, S, S, 3) centre frame per segment for the overlay clips, or None when the videos are unreachable."""
-    try:
-        source = frames or _FrameSource(store, device)
-        return [source.uint8(c)[:, source.uint8(c).shape[1] // 2] for c in clip_ids]
-    except Exception as exc:  # noqa: BLE001 - any reason the videos cannot be read: fall back to feature energy
-        logger.info("overlays on feature energy: the dataset videos are not reachable (%s)", exc)
-        return None

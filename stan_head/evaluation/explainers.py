@@ -3,7 +3,7 @@
 An explainer answers *where* (a non-negative map per segment over the feature grid) and
 *when* (a score per segment) for a batch of clips and a target class per clip::
 
-    explanation = build_explainer("gradcam").explain(head, batch, target)
+    explanation = build_explainer("gradcam").explain(head, batch, target)   # batch: stan_head.batch.HeadBatch
     explanation.spatial   # float (B, T, H, W) >= 0
     explanation.temporal  # float (B, T) >= 0
 
@@ -25,46 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stan_head.batch import HeadBatch
 from stan_head.evaluation.step import STEPConfig, step_attribution
+from stan_head.models import HeadOutput
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalBatch:
-    """Head inputs for a batch of clips, as float32 tensors on one device.
-
-    Attributes:
-        clip_id: the clips, in batch order.
-        visual: float (B, T, H, W, Cv).
-        audio: float (B, T, Ca).
-        segment_mask: bool (B, T).
-    """
-
-    clip_id: list[str]
-    visual: torch.Tensor
-    audio: torch.Tensor
-    segment_mask: torch.Tensor
-
-    @classmethod
-    def from_arrays(
-        cls,
-        clip_id: list[str],
-        visual: np.ndarray,
-        audio: np.ndarray,
-        segment_mask: np.ndarray,
-        device: torch.device | str = "cpu",
-    ) -> "EvalBatch":
-        """Build from the feature store's numpy arrays (float16 is widened to float32)."""
-        return cls(
-            clip_id=list(clip_id),
-            visual=torch.as_tensor(np.asarray(visual, dtype=np.float32), device=device),
-            audio=torch.as_tensor(np.asarray(audio, dtype=np.float32), device=device),
-            segment_mask=torch.as_tensor(np.asarray(segment_mask, dtype=bool), device=device),
-        )
-
-    def __len__(self) -> int:
-        return len(self.clip_id)
 
 
 @dataclass
@@ -119,7 +84,7 @@ class Explainer(Protocol):
     name: str
     slow: bool
 
-    def explain(self, head: torch.nn.Module, batch: EvalBatch, target: torch.Tensor) -> Explanation:
+    def explain(self, head: torch.nn.Module, batch: HeadBatch, target: torch.Tensor) -> Explanation:
         """Explain ``head``'s score for class ``target`` (int (B,)) on ``batch``."""
         ...
 
@@ -153,13 +118,12 @@ def build_explainer(name: str, **options: Any) -> Explainer:
     return factory(**options)
 
 
-def _head_output(head: torch.nn.Module, batch: EvalBatch, visual: torch.Tensor | None = None) -> Any:
-    return head(batch.visual if visual is None else visual, batch.audio, batch.segment_mask)
-
-
 @register_explainer("attention")
 class AttentionExplainer:
     """The head's own explanation: α as the spatial map, β^a (or β^v) as the temporal one.
+
+    :meth:`from_output` is the one place α and β are read out of a :class:`HeadOutput`; ``explain``
+    runs the head and calls it, and ``stan_head.explain`` calls it on the output it already has.
 
     Args:
         modality: ``"audio"`` for β^a, ``"visual"`` for β^v.
@@ -173,11 +137,15 @@ class AttentionExplainer:
         self.modality = modality
         self.name = "attention" if modality == "audio" else "attention_v"
 
-    def explain(self, head: torch.nn.Module, batch: EvalBatch, target: torch.Tensor) -> Explanation:
-        with torch.no_grad():
-            out = _head_output(head, batch)
+    def from_output(self, out: HeadOutput, segment_mask: torch.Tensor) -> Explanation:
+        """α (B, T, H, W) and this modality's β (B, T), zero on padded segments, as an :class:`Explanation`."""
         beta = out.beta_a if self.modality == "audio" else out.beta_v
-        return Explanation(out.alpha.float().cpu().numpy(), (beta.float() * batch.segment_mask).cpu().numpy())
+        return Explanation(out.alpha.float().cpu().numpy(), (beta.float() * segment_mask).cpu().numpy())
+
+    def explain(self, head: torch.nn.Module, batch: HeadBatch, target: torch.Tensor) -> Explanation:
+        with torch.no_grad():
+            out = head(batch.visual, batch.audio, batch.segment_mask)
+        return self.from_output(out, batch.segment_mask)
 
 
 @register_explainer("attention_v")
@@ -197,7 +165,7 @@ class GradCAMExplainer:
     name = "gradcam"
     slow = False
 
-    def explain(self, head: torch.nn.Module, batch: EvalBatch, target: torch.Tensor) -> Explanation:
+    def explain(self, head: torch.nn.Module, batch: HeadBatch, target: torch.Tensor) -> Explanation:
         visual = batch.visual.detach().clone().requires_grad_(True)
         audio = batch.audio.detach().clone().requires_grad_(True)
         with torch.enable_grad():
@@ -218,17 +186,30 @@ def _clip_seed(seed: int, clip_id: str) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
+class _Baseline:
+    """A model-free baseline: its maps depend on the batch's shape and clip ids only, never on the head."""
+
+    slow = False
+
+    def maps(self, batch: HeadBatch) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+        """spatial (B, T, H, W) and temporal (B, T) before padding is zeroed."""
+        raise NotImplementedError
+
+    def explain(self, head: torch.nn.Module, batch: HeadBatch, target: torch.Tensor) -> Explanation:
+        spatial, temporal = self.maps(batch)
+        return Explanation(spatial, temporal * batch.segment_mask.cpu().numpy())
+
+
 @register_explainer("random")
-class RandomExplainer:
+class RandomExplainer(_Baseline):
     """Baseline: i.i.d. uniform maps, reproducible per (seed, clip id)."""
 
     name = "random"
-    slow = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
-    def explain(self, head: torch.nn.Module, batch: EvalBatch, target: torch.Tensor) -> Explanation:
+    def maps(self, batch: HeadBatch) -> tuple[np.ndarray, np.ndarray]:
         b, t, h, w = batch.visual.shape[:4]
         spatial = np.empty((b, t, h, w), np.float32)
         temporal = np.empty((b, t), np.float32)
@@ -236,7 +217,7 @@ class RandomExplainer:
             rng = np.random.default_rng(_clip_seed(self.seed, cid))
             spatial[i] = rng.random((t, h, w))
             temporal[i] = rng.random(t)
-        return Explanation(spatial, temporal * batch.segment_mask.cpu().numpy())
+        return spatial, temporal
 
 
 def centre_prior(t: int, h: int, w: int, sigma: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
@@ -254,20 +235,18 @@ def centre_prior(t: int, h: int, w: int, sigma: float = 0.25) -> tuple[np.ndarra
 
 
 @register_explainer("centre")
-class CentreExplainer:
+class CentreExplainer(_Baseline):
     """Baseline: a Gaussian centre prior in space and in time (see :func:`centre_prior`)."""
 
     name = "centre"
-    slow = False
 
     def __init__(self, sigma: float = 0.25) -> None:
         self.sigma = sigma
 
-    def explain(self, head: torch.nn.Module, batch: EvalBatch, target: torch.Tensor) -> Explanation:
+    def maps(self, batch: HeadBatch) -> tuple[np.ndarray, np.ndarray]:
         b, t, h, w = batch.visual.shape[:4]
         spatial, temporal = centre_prior(t, h, w, self.sigma)
-        mask = batch.segment_mask.cpu().numpy()
-        return Explanation(np.broadcast_to(spatial, (b, t, h, w)).copy(), temporal[None, :] * mask)
+        return np.broadcast_to(spatial, (b, t, h, w)).copy(), np.broadcast_to(temporal, (b, t))
 
 
 def _temporal_from_masks(saliency: torch.Tensor, segment_mask: torch.Tensor) -> np.ndarray:
@@ -298,7 +277,7 @@ class STEPFeatureExplainer:
         self.batch_size = batch_size
         self.on_step = on_step
 
-    def explain(self, head: torch.nn.Module, batch: EvalBatch, target: torch.Tensor) -> Explanation:
+    def explain(self, head: torch.nn.Module, batch: HeadBatch, target: torch.Tensor) -> Explanation:
         h, w = batch.visual.shape[2:4]
         cfg = self.config or STEPConfig(max_blur=float(max(h, w)))
         spatial, temporal = [], []
@@ -354,10 +333,9 @@ class STEPPixelExplainer:
         self.config = config or STEPConfig()
         self.on_step = on_step
 
-    def explain(self, head: torch.nn.Module, batch: EvalBatch, target: torch.Tensor) -> Explanation:
+    def explain(self, head: torch.nn.Module, batch: HeadBatch, target: torch.Tensor) -> Explanation:
         h, w = batch.visual.shape[2:4]
         spatial, temporal = [], []
-        reps = len(self.config.areas)
         for i in range(len(batch)):
             frames = self.frames([batch.clip_id[i]]).to(batch.visual.device, torch.float32)
             _, t, f, c, s1, s2 = frames.shape

@@ -3,31 +3,34 @@
 Figures (PNG): ``pointing.png`` (where/when pointing per explainer), ``curves.png`` (mean
 deletion/insertion curves per explainer) and ``overlays.png`` (spatial maps over the decoded
 frames, or over a feature-energy map when the videos are not reachable, with the boxes).
-All files are written atomically.
+All files are written atomically; figures are drawn on their own ``Figure`` (no pyplot state).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from pydantic import BaseModel
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
-
-from features.geometry import GridGeometry, upsample_to_frame  # noqa: E402
-from features.store import FeatureBatch  # noqa: E402
-from pipelines.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
-from stan_head.evaluation.explainers import Explanation  # noqa: E402
+from features.geometry import GridGeometry, upsample_to_frame
+from pipelines.atomic import atomic_write_text
+from stan_head.evaluation.explainers import Explanation
+from stan_head.figures import save_png
 
 logger = logging.getLogger(__name__)
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+POINTING_PNG = "pointing.png"
+CURVES_PNG = "curves.png"
+OVERLAYS_PNG = "overlays.png"
 
 _UNIT_TITLES = {"regions": "regions (T×H×W cells)", "segments": "segments", "pixels": "regions, pixel space"}
 
@@ -69,11 +72,32 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def _png(fig: plt.Figure, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+@dataclass
+class Boxes:
+    """Ground-truth boxes of the evaluated clips: row into the clip list, segment, xyxy normalised to [0, 1]."""
+
+    rows: np.ndarray  # int (P,)
+    segments: np.ndarray  # int (P,)
+    xyxy: np.ndarray  # float (P, 4)
+
+    def first(self, m: int) -> "Boxes":
+        """The boxes of the first ``m`` clips."""
+        keep = self.rows < m
+        return Boxes(self.rows[keep], self.segments[keep], self.xyxy[keep])
+
+
+@dataclass
+class OverlayInputs:
+    """What the overlay figure draws: the clips' cached features, their explanations and boxes, and
+    the decoded centre frame per segment (uint8 (T, S, S, 3) per clip) when the videos were reachable."""
+
+    clip_id: list[str]
+    visual: np.ndarray  # (n, T, H, W, Cv), the feature-energy background without frames
+    segment_mask: np.ndarray  # bool (n, T)
+    explanations: dict[str, Explanation]
+    boxes: Boxes
+    frames: list[np.ndarray] | None
+    geometry: GridGeometry | None = None
 
 
 def pointing_figure(report: EvaluationReport, path: Path) -> Path:
@@ -82,7 +106,8 @@ def pointing_figure(report: EvaluationReport, path: Path) -> Path:
     where = [report.scores[n].pointing or 0.0 for n in names]
     when = [report.scores[n].temporal_pointing or 0.0 for n in names]
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2, 3.6))
+    fig = Figure(figsize=(1.3 * len(names) + 2, 3.6))
+    ax = fig.subplots()
     b1 = ax.bar(x - 0.2, where, 0.4, label="pointing game (where, α / map)")
     b2 = ax.bar(x + 0.2, when, 0.4, label="temporal pointing (when, β / score)")
     for bars in (b1, b2):
@@ -94,13 +119,14 @@ def pointing_figure(report: EvaluationReport, path: Path) -> Path:
     ax.set_ylabel("accuracy")
     ax.set_title(f"Pointing, {report.split} split ({report.clips} clips)")
     ax.legend(loc="upper right", fontsize=8)
-    return _png(fig, path)
+    return save_png(fig, path, dpi=90)
 
 
 def curves_figure(report: EvaluationReport, path: Path) -> Path:
     """Mean deletion (top) and insertion (bottom) curves per explainer, one column per unit."""
     units = [u for u in ("regions", "segments", "pixels") if any(u in s.curves for s in report.scores.values())]
-    fig, axes = plt.subplots(2, len(units), figsize=(4.6 * len(units), 7), squeeze=False)
+    fig = Figure(figsize=(4.6 * len(units), 7))
+    axes = fig.subplots(2, len(units), squeeze=False)
     for col, unit in enumerate(units):
         for row, kind in enumerate(("deletion", "insertion")):
             ax = axes[row, col]
@@ -117,40 +143,32 @@ def curves_figure(report: EvaluationReport, path: Path) -> Path:
             ax.set_ylim(0, 1.02)
             ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig, path)
+    return save_png(fig, path, dpi=90)
 
 
-def overlays_figure(
-    fb: FeatureBatch,
-    explanations: dict[str, Explanation],
-    box_rows: np.ndarray,
-    box_segs: np.ndarray,
-    boxes: np.ndarray,
-    frames: list[np.ndarray] | None,
-    count: int,
-    path: Path,
-    geometry: GridGeometry | None = None,
-) -> Path:
+def overlays_figure(inputs: OverlayInputs, count: int, path: Path) -> Path:
     """Spatial maps of the main explainers over each segment of the first ``count`` clips.
 
-    Background: the decoded centre frame of each segment when ``frames`` is given (uint8
-    (T, S, S, 3) per clip), else the feature energy ‖v_thw‖ of the cached features. Boxes in
-    white; the panel title gives the temporal score. ``geometry`` places the maps' cells at the
-    extractor's real centres (the naive tiling when None).
+    Background: the decoded centre frame of each segment when ``inputs.frames`` is given, else the
+    feature energy ‖v_thw‖ of the cached features. Boxes in white; the panel title gives the
+    temporal score. ``inputs.geometry`` places the maps' cells at the extractor's real centres
+    (the naive tiling when None).
     """
+    explanations, frames, boxes = inputs.explanations, inputs.frames, inputs.boxes
     shown = [n for n in ("attention", "gradcam", "step", "step_pixel") if n in explanations] or list(explanations)[:1]
-    count = min(count, len(fb))
-    t = fb.visual.shape[1]
+    count = min(count, len(inputs.clip_id))
+    t = inputs.visual.shape[1]
     rows = count * len(shown)
-    fig, axes = plt.subplots(rows, t, figsize=(1.35 * t, 1.5 * rows), squeeze=False)
+    fig = Figure(figsize=(1.35 * t, 1.5 * rows))
+    axes = fig.subplots(rows, t, squeeze=False)
     size = (112, 112)
-    geometry = geometry or GridGeometry.naive(*fb.visual.shape[2:4])
+    geometry = inputs.geometry or GridGeometry.naive(*inputs.visual.shape[2:4])
     for ci in range(count):
         if frames is not None:
             bg = [f for f in frames[ci]]
             size = bg[0].shape[:2]
         else:
-            energy = np.linalg.norm(fb.visual[ci].astype(np.float32), axis=-1)
+            energy = np.linalg.norm(inputs.visual[ci].astype(np.float32), axis=-1)
             bg = list(upsample_to_frame(energy, size, geometry))
         for ei, name in enumerate(shown):
             exp = explanations[name]
@@ -164,17 +182,17 @@ def overlays_figure(
                 m = maps[s]
                 rng = m.max() - m.min()
                 ax.imshow((m - m.min()) / (rng if rng > 0 else 1.0), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-                for (x0, y0, x1, y1) in boxes[(box_rows == ci) & (box_segs == s)]:
+                for (x0, y0, x1, y1) in boxes.xyxy[(boxes.rows == ci) & (boxes.segments == s)]:
                     ax.add_patch(Rectangle((x0 * size[1], y0 * size[0]), (x1 - x0) * size[1], (y1 - y0) * size[0],
                                            fill=False, edgecolor="white", linewidth=1.2))
                 ax.set_title(f"t{s} {exp.temporal[ci, s]:.2f}", fontsize=6)
                 ax.set_xticks([])
                 ax.set_yticks([])
-                if not fb.segment_mask[ci, s]:
+                if not inputs.segment_mask[ci, s]:
                     ax.set_facecolor("black")
-            axes[r, 0].set_ylabel(f"{fb.clip_id[ci][:12]}\n{name}", fontsize=6)
+            axes[r, 0].set_ylabel(f"{inputs.clip_id[ci][:12]}\n{name}", fontsize=6)
     fig.suptitle("spatial maps over " + ("frames" if frames is not None else "feature energy") + " (boxes white)", fontsize=9)
-    return _png(fig, path)
+    return save_png(fig, path, dpi=90)
 
 
 def _markdown(report: EvaluationReport, figures: list[Path]) -> str:
@@ -219,26 +237,15 @@ def _markdown(report: EvaluationReport, figures: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(
-    out: Path,
-    report: EvaluationReport,
-    fb: FeatureBatch,
-    explanations: dict[str, Explanation],
-    box_rows: np.ndarray,
-    box_segs: np.ndarray,
-    boxes: np.ndarray,
-    overlay_frames: list[np.ndarray] | None,
-    geometry: GridGeometry | None = None,
-) -> dict[str, Any]:
+def write_report(out: Path, report: EvaluationReport, overlays: OverlayInputs) -> dict[str, Any]:
     """Write ``report.json``, the figures and ``report.md`` into ``out``; returns their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figures = [pointing_figure(report, out / "pointing.png"), curves_figure(report, out / "curves.png")]
+    figures = [pointing_figure(report, out / POINTING_PNG), curves_figure(report, out / CURVES_PNG)]
     count = int(report.config.get("overlays", 4))
     if count:
-        figures.append(overlays_figure(fb, explanations, box_rows, box_segs, boxes, overlay_frames, count, out / "overlays.png",
-                                       geometry))
-    json_path = atomic_write_text(out / "report.json", json.dumps(report.model_dump(mode="json"), indent=1) + "\n")
-    md_path = atomic_write_text(out / "report.md", _markdown(report, figures))
+        figures.append(overlays_figure(overlays, count, out / OVERLAYS_PNG))
+    json_path = atomic_write_text(out / REPORT_JSON, json.dumps(report.model_dump(mode="json"), indent=1) + "\n")
+    md_path = atomic_write_text(out / REPORT_MD, _markdown(report, figures))
     logger.info("wrote %s, %s and %d figures", json_path, md_path, len(figures))
     return {"json": json_path, "md": md_path, "figures": figures}

@@ -66,3 +66,64 @@ def test_evaluate_run_pixel_space_path(evaluation_run, tmp_path):
         curve = report["scores"][name]["curves"]["pixels"]
         assert len(curve["fractions"]) == 3
     assert "deletion pixels" in summary.report_md.read_text()
+
+
+@pytest.mark.slow
+def test_frames_come_through_one_decoder_and_one_manifest_read(evaluation_run, tmp_path, monkeypatch):
+    """Pixel space + overlays: the dataset manifest is read once, one decoder child serves every clip."""
+    import stan_head.evaluation.frames as frames_mod
+
+    store_dir, run_dir = evaluation_run
+    decoders, manifests = [], []
+    real_decoder, real_load = frames_mod.ClipDecoder, frames_mod.load_dataset
+
+    def counting_decoder(*args, **kwargs):
+        decoders.append(real_decoder(*args, **kwargs))
+        return decoders[-1]
+
+    def counting_load(*args, **kwargs):
+        manifests.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(frames_mod, "ClipDecoder", counting_decoder)
+    monkeypatch.setattr(frames_mod, "load_dataset", counting_load)
+    cfg = EvaluateConfig(run=run_dir, store=store_dir, out=tmp_path / "px", split="train", max_clips=3, device="cpu",
+                         explainers=("attention",), pixel_space=True, deletion_steps=2, overlays=3)
+    evaluate_run(cfg)
+    assert len(decoders) == 1 and len(manifests) == 1
+    assert decoders[0].pid is None  # closed at the end of the run
+
+
+@pytest.mark.slow
+def test_overlay_frames_need_no_cnn(evaluation_run, tmp_path, monkeypatch):
+    """Without pixel-space metrics the frames for the overlays are decoded only: no extractor is built."""
+    import stan_head.evaluation.evaluate as evaluate_mod
+    import stan_head.evaluation.frames as frames_mod
+
+    def no_featurizer(*args, **kwargs):
+        raise AssertionError("the overlays built the store's extractors")
+
+    decoded = []
+    real_centre = frames_mod.FrameSource.centre_frames
+    monkeypatch.setattr(evaluate_mod.ClipFeaturizer, "from_card", no_featurizer)
+    monkeypatch.setattr(frames_mod.FrameSource, "centre_frames",
+                        lambda self, cid: decoded.append(cid) or real_centre(self, cid))
+    store_dir, run_dir = evaluation_run
+    cfg = EvaluateConfig(run=run_dir, store=store_dir, out=tmp_path / "ov", split="train", max_clips=2, device="cpu",
+                         explainers=("attention",), deletion_steps=2, overlays=2)
+    summary = evaluate_run(cfg)
+    assert len(decoded) == 2 and any(p.name == "overlays.png" for p in summary.figures)
+
+
+def test_report_and_explain_leave_matplotlib_alone():
+    """Importing the evaluation and explain modules switches no backend and loads no pyplot."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, matplotlib; import stan_head.evaluation.evaluate, stan_head.explain; "
+            "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend(); "
+            "assert 'matplotlib.pyplot' not in sys.modules")
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

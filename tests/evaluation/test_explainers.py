@@ -3,19 +3,18 @@
 import numpy as np
 import pytest
 import torch
+from test_step import DISTRACTOR, H0, T0, W0, OneRegionHead, _features
 
+from stan_head.batch import HeadBatch
 from stan_head.evaluation.deletion import rank_units, region_curves, segment_curves
 from stan_head.evaluation.explainers import (
-    EvalBatch,
     Explanation,
     available_explainers,
     build_explainer,
     centre_prior,
     register_explainer,
 )
-from stan_head.models import build_head
-from stan_head.models.base import HeadConfig
-from test_step import DISTRACTOR, H0, T0, W0, OneRegionHead, _features
+from stan_head.models import HeadConfig, build_head
 
 T, H, W, C, CA = 6, 7, 7, 8, 4
 
@@ -27,7 +26,7 @@ def stan_and_batch():
     g = torch.Generator().manual_seed(0)
     mask = torch.ones(2, T, dtype=torch.bool)
     mask[1, -2:] = False
-    batch = EvalBatch(["a", "b"], torch.randn(2, T, H, W, C, generator=g), torch.randn(2, T, CA, generator=g), mask)
+    batch = HeadBatch(["a", "b"], torch.randn(2, T, H, W, C, generator=g), torch.randn(2, T, CA, generator=g), mask)
     return head, batch
 
 
@@ -47,7 +46,7 @@ def test_a_new_explainer_drops_in_by_name():
             b, t, h, w = batch.visual.shape[:4]
             return Explanation(np.ones((b, t, h, w)), np.ones((b, t)))
 
-    exp = build_explainer("test_uniform").explain(None, EvalBatch(["x"], torch.zeros(1, 2, 3, 3, 1), torch.zeros(1, 2, 1),
+    exp = build_explainer("test_uniform").explain(None, HeadBatch(["x"], torch.zeros(1, 2, 3, 3, 1), torch.zeros(1, 2, 1),
                                                                   torch.ones(1, 2, dtype=torch.bool)), torch.tensor([0]))
     assert exp.spatial.shape == (1, 2, 3, 3)
     with pytest.raises(ValueError, match="already registered"):
@@ -90,7 +89,7 @@ def test_centre_prior_peaks_in_the_middle():
 def test_gradcam_finds_the_region_a_constructed_head_reads():
     visual, pattern = _features()
     head = OneRegionHead(pattern).eval()
-    batch = EvalBatch(["c"], visual, torch.zeros(1, T, CA), torch.ones(1, T, dtype=torch.bool))
+    batch = HeadBatch(["c"], visual, torch.zeros(1, T, CA), torch.ones(1, T, dtype=torch.bool))
     exp = build_explainer("gradcam").explain(head, batch, torch.tensor([0]))
     assert np.unravel_index(exp.spatial[0].argmax(), exp.spatial[0].shape) == (T0, H0, W0)
     assert exp.spatial[0][DISTRACTOR] == 0.0  # another segment: no gradient at all
@@ -111,7 +110,7 @@ def test_volume_normalises_space_and_time():
 def test_deletion_of_the_true_region_beats_random_order():
     visual, pattern = _features()
     head = OneRegionHead(pattern).eval()
-    batch = EvalBatch(["c"], visual, torch.zeros(1, T, CA), torch.ones(1, T, dtype=torch.bool))
+    batch = HeadBatch(["c"], visual, torch.zeros(1, T, CA), torch.ones(1, T, dtype=torch.bool))
     good = np.zeros((1, T, H, W))
     good[0, T0, H0, W0] = 1.0
     rnd = np.random.default_rng(0).random((1, T, H, W))

@@ -6,15 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stan_head.evaluation.explainers import EvalBatch, STEPFeatureExplainer, STEPPixelExplainer
-from stan_head.evaluation.step import (
-    MaskGenerator,
-    Perturbation,
-    SmoothnessLoss,
-    STEPConfig,
-    ellipsoid_kernel,
-    step_attribution,
-)
+from stan_head.batch import HeadBatch
+from stan_head.evaluation.explainers import STEPFeatureExplainer, STEPPixelExplainer
+from stan_head.evaluation.step import STEPConfig, step_attribution
+from stan_head.evaluation.step_masks import MaskGenerator, Perturbation, SmoothnessLoss, ellipsoid_kernel
 from stan_head.models.base import HeadOutput
 
 T, H, W, C = 6, 7, 7, 8
@@ -51,7 +46,7 @@ def _features(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def test_feature_space_step_peaks_on_the_region_the_head_reads():
     visual, pattern = _features()
     head = OneRegionHead(pattern).eval()
-    batch = EvalBatch(["c0"], visual, torch.zeros(1, T, 4), torch.ones(1, T, dtype=torch.bool))
+    batch = HeadBatch(["c0"], visual, torch.zeros(1, T, 4), torch.ones(1, T, dtype=torch.bool))
     assert head(batch.visual, batch.audio, batch.segment_mask).logits.argmax().item() == 0
     steps = []
     explainer = STEPFeatureExplainer(STEPConfig(iterations=150, max_blur=7.0), on_step=steps.append)
@@ -80,7 +75,7 @@ def test_pixel_space_step_peaks_on_the_region_the_head_reads():
     pattern = (colour - 0.5) / (colour - 0.5).norm()
     head = OneRegionHead(pattern).eval()
     visual = visual_from_float(frames.reshape(-1, 3, s, s)).reshape(1, T, H, W, 3)
-    batch = EvalBatch(["c0"], visual, torch.zeros(1, T, 4), torch.ones(1, T, dtype=torch.bool))
+    batch = HeadBatch(["c0"], visual, torch.zeros(1, T, 4), torch.ones(1, T, dtype=torch.bool))
     assert head(visual, batch.audio, batch.segment_mask).logits.argmax().item() == 0
 
     explainer = STEPPixelExplainer(lambda ids: frames, visual_from_float, STEPConfig(iterations=120))
