@@ -13,7 +13,8 @@ from prefect import flow, task
 
 from flows._params import build_config
 from flows.artifacts import artifact_key, images_markdown, publish_markdown, publish_table
-from stan_head.explain import ExplainConfig, ExplanationResult, explain_video
+from stan_head.explain import ExplainConfig, explain_video
+from stan_head.explanation import ExplanationResult
 
 
 @task(name="explain-video")

@@ -2,44 +2,54 @@
 
 ``explain_video(ExplainConfig) -> ExplanationResult``: the video is decoded and featurised by the
 store's own frozen extractors (``features.clip.ClipFeaturizer`` rebuilt from the store card that
-the run carries, weights checked by sha256), then the head predicts. Written to ``out``:
+the run carries, weights checked by sha256), then the head predicts; α and β come from the
+``attention`` explainer (:meth:`AttentionExplainer.from_output`). Written to ``out`` (names and the
+JSON model in :mod:`stan_head.explanation`):
 
     explanation_grid.png   the sampled frames, one panel per segment, α_t as a heat map over each
     temporal_attention.png β^a and β^v over time (masked/padded segments shaded)
-    explanation.json       class, probability, top-k, segment times, mask, β^a, β^v, α (T×H×W)
+    explanation.json       the :class:`ExplanationResult` (``write_explanation``)
     explanation.mp4        (``mp4=True``) the overlaid frames, each shown for its segment, with the
                            clip's decoded audio
 
-Plots use matplotlib's object API on the Agg canvas (no pyplot, no global backend switch).
+Plots use matplotlib's object API on the Agg canvas (``stan_head.figures``; no pyplot).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.clip import ClipFeatures, ClipFeaturizer
-from features.runtime import resolve_device
 from features.geometry import GridGeometry, upsample_to_frame
-from pipelines.atomic import atomic_path, atomic_write_text
+from features.runtime import resolve_device
+from pipelines.atomic import atomic_path
 from pipelines.encode import Mp4Writer
 from stan_head.checkpoint import LoadedRun, load_run
+from stan_head.evaluation.explainers import AttentionExplainer
+from stan_head.explanation import (
+    BETA_PNG,
+    GRID_PNG,
+    JSON_NAME,
+    MP4_NAME,
+    ClassScore,
+    ExplanationResult,
+    write_explanation,
+)
+from stan_head.figures import save_png
 
 log = logging.getLogger(__name__)
 
-GRID_PNG = "explanation_grid.png"
-BETA_PNG = "temporal_attention.png"
-JSON_NAME = "explanation.json"
-MP4_NAME = "explanation.mp4"
+__all__ = ["BETA_PNG", "GRID_PNG", "JSON_NAME", "MP4_NAME", "ExplainConfig", "ExplanationResult", "HeadEvidence",
+           "explain_features", "explain_video", "plot_grid", "plot_temporal", "upsample_alpha", "write_overlay_mp4"]
 
 
 class ExplainConfig(BaseModel):
@@ -57,41 +67,14 @@ class ExplainConfig(BaseModel):
     decode_timeout_s: float = Field(120.0, gt=0)
 
 
-class ClassScore(BaseModel):
-    """One class and its softmax probability."""
+@dataclass
+class HeadEvidence:
+    """The head's answer on one clip: probs (K,), α (T, H, W), β^a (T,), β^v (T,) as numpy arrays."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    label: str
-    index: int
-    probability: float
-
-
-class ExplanationResult(BaseModel):
-    """The prediction and the files holding its evidence (small record; α itself is in the JSON file)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    video: Path
-    run_dir: Path
-    model: str
-    predicted_class: str
-    predicted_index: int
-    probability: float
-    top_k: list[ClassScore]
-    beta_a: list[float]
-    beta_v: list[float]
-    segment_mask: list[bool]
-    files: dict[str, Path]
-
-    def summary_line(self) -> str:
-        """One line for the command line: class, probability and where the files went."""
-        peak_a = int(np.argmax(self.beta_a)) if self.beta_a else -1
-        peak_v = int(np.argmax(self.beta_v)) if self.beta_v else -1
-        return (
-            f"{self.video.name}: {self.predicted_class} (p={self.probability:.3f}); "
-            f"β^a peaks at segment {peak_a}, β^v at segment {peak_v}; files in {self.files[JSON_NAME].parent}"
-        )
+    probs: np.ndarray
+    alpha: np.ndarray
+    beta_a: np.ndarray
+    beta_v: np.ndarray
 
 
 def _heat_rgb(alpha_map: np.ndarray, vmax: float) -> np.ndarray:
@@ -119,13 +102,6 @@ def _frames_for_display(feats: ClipFeatures) -> np.ndarray:
     return frames[:, frames.shape[1] // 2]
 
 
-def _save_figure(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    return path
-
-
 def plot_grid(
     frames: np.ndarray, alpha_up: np.ndarray, mask: np.ndarray, beta_a: np.ndarray, beta_v: np.ndarray,
     segment_s: float, title: str, path: Path, opacity: float = 0.45,
@@ -150,7 +126,7 @@ def plot_grid(
             ax.set_title(f"{label}  (padding)", fontsize=9, color="grey")
     fig.suptitle(f"{title}\nwhere: $\\alpha_t$ over each sampled frame (one colour scale, 0 to {vmax:.2g} per pixel)",
                  fontsize=11)
-    return _save_figure(fig, path)
+    return save_png(fig, path)
 
 
 def plot_temporal(beta_a: np.ndarray, beta_v: np.ndarray, mask: np.ndarray, segment_s: float, title: str, path: Path) -> Path:
@@ -170,7 +146,7 @@ def plot_temporal(beta_a: np.ndarray, beta_v: np.ndarray, mask: np.ndarray, segm
     ax.set_ylabel("when: temporal attention")
     ax.set_title(title, fontsize=11)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
-    return _save_figure(fig, path)
+    return save_png(fig, path)
 
 
 def write_overlay_mp4(
@@ -195,23 +171,23 @@ def write_overlay_mp4(
 
 
 def explain_features(run: LoadedRun, visual: np.ndarray, audio: np.ndarray, segment_mask: np.ndarray,
-                     device: torch.device) -> dict[str, np.ndarray]:
-    """Run the head on one clip's features (visual (T,H,W,C), audio (T,Ca), mask (T,)).
+                     device: torch.device) -> HeadEvidence:
+    """Run the head once on one clip's features (visual (T,H,W,C), audio (T,Ca), mask (T,)).
 
-    Returns numpy arrays: probs (K,), alpha (T,H,W), beta_a (T,), beta_v (T,).
+    The probabilities come from the logits; α, β^a and β^v from the ``attention`` explainer's
+    reading of the same output.
     """
+    mask = torch.from_numpy(np.asarray(segment_mask, bool))[None].to(device)
     with torch.inference_mode():
         out = run.head(
             torch.from_numpy(np.asarray(visual, np.float32))[None].to(device),
             torch.from_numpy(np.asarray(audio, np.float32))[None].to(device),
-            torch.from_numpy(np.asarray(segment_mask, bool))[None].to(device),
+            mask,
         )
-    return {
-        "probs": torch.softmax(out.logits[0].float(), -1).cpu().numpy(),
-        "alpha": out.alpha[0].float().cpu().numpy(),
-        "beta_a": out.beta_a[0].float().cpu().numpy(),
-        "beta_v": out.beta_v[0].float().cpu().numpy(),
-    }
+        where_when_a = AttentionExplainer("audio").from_output(out, mask)
+        when_v = AttentionExplainer("visual").from_output(out, mask).temporal
+        probs = torch.softmax(out.logits[0].float(), -1).cpu().numpy()
+    return HeadEvidence(probs=probs, alpha=where_when_a.spatial[0], beta_a=where_when_a.temporal[0], beta_v=when_v[0])
 
 
 def explain_video(config: ExplainConfig) -> ExplanationResult:
@@ -223,57 +199,39 @@ def explain_video(config: ExplainConfig) -> ExplanationResult:
     run = load_run(config.run, device=device)
     featurizer = ClipFeaturizer.from_card(run.card.store_card, device)
     feats = featurizer.featurize_video(video, timeout_s=config.decode_timeout_s)
-    res = explain_features(run, feats.visual, feats.audio, feats.segment_mask, device)
+    ev = explain_features(run, feats.visual, feats.audio, feats.segment_mask, device)
     classes = run.card.classes
-    probs, alpha, beta_a, beta_v = res["probs"], res["alpha"], res["beta_a"], res["beta_v"]
     mask = np.asarray(feats.segment_mask, bool)
-    order = np.argsort(-probs)[: config.top_k]
+    order = np.argsort(-ev.probs)[: config.top_k]
     pred = int(order[0])
     segment_s = float(featurizer.spec.segment_s)
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     frames = _frames_for_display(feats)
-    card = run.card.store_card
-    geometry = GridGeometry.from_card(card.get("visual", {}), tuple(run.card.visual_shape))
-    alpha_up = upsample_alpha(alpha, frames.shape[1], geometry)
-    title = f"{video.name}: {classes[pred]} (p={probs[pred]:.2f}) — {run.card.head.model}"
+    geometry = GridGeometry.from_card(run.card.store_card.get("visual", {}), tuple(run.card.visual_shape))
+    alpha_up = upsample_alpha(ev.alpha, frames.shape[1], geometry)
+    title = f"{video.name}: {classes[pred]} (p={ev.probs[pred]:.2f}) — {run.card.head.model}"
     files: dict[str, Path] = {
-        GRID_PNG: plot_grid(frames, alpha_up, mask, beta_a, beta_v, segment_s, title, out / GRID_PNG, config.heat_opacity),
-        BETA_PNG: plot_temporal(beta_a, beta_v, mask, segment_s, title, out / BETA_PNG),
+        GRID_PNG: plot_grid(frames, alpha_up, mask, ev.beta_a, ev.beta_v, segment_s, title, out / GRID_PNG,
+                            config.heat_opacity),
+        BETA_PNG: plot_temporal(ev.beta_a, ev.beta_v, mask, segment_s, title, out / BETA_PNG),
     }
+    has_audio = bool(feats.decoded.has_audio)
     if config.mp4:
-        decoded = feats.decoded
-        audio = np.asarray(decoded.audio, np.float32) if getattr(decoded, "has_audio", True) else None
+        audio = np.asarray(feats.decoded.audio, np.float32) if has_audio else None
         files[MP4_NAME] = write_overlay_mp4(
             frames, alpha_up, mask, audio, int(featurizer.spec.audio_rate), segment_s, out / MP4_NAME, config.heat_opacity
         )
     files[JSON_NAME] = out / JSON_NAME
-    top = [ClassScore(label=classes[i], index=int(i), probability=float(probs[i])) for i in order]
-    payload = {
-        "video": str(video.resolve()),
-        "run": str(Path(config.run).resolve()),
-        "model": run.card.head.model,
-        "store_id": run.card.store_id,
-        "predicted_class": classes[pred],
-        "predicted_index": pred,
-        "probability": float(probs[pred]),
-        "top_k": [c.model_dump() for c in top],
-        "segment_s": segment_s,
-        "segment_start_s": [i * segment_s for i in range(len(mask))],
-        "segment_mask": mask.tolist(),
-        "has_audio": bool(getattr(feats.decoded, "has_audio", True)),
-        "beta_a": [round(float(x), 6) for x in beta_a],
-        "beta_v": [round(float(x), 6) for x in beta_v],
-        "alpha_shape": list(alpha.shape),
-        "alpha": np.round(alpha, 6).tolist(),
-        "files": {k: str(v) for k, v in files.items()},
-    }
-    atomic_write_text(files[JSON_NAME], json.dumps(payload, indent=1) + "\n")
     result = ExplanationResult(
-        video=video, run_dir=Path(config.run), model=run.card.head.model, predicted_class=classes[pred],
-        predicted_index=pred, probability=float(probs[pred]), top_k=top, beta_a=[float(x) for x in beta_a],
-        beta_v=[float(x) for x in beta_v], segment_mask=mask.tolist(), files=files,
+        video=video.resolve(), run_dir=Path(config.run).resolve(), model=run.card.head.model, store_id=run.card.store_id,
+        predicted_class=classes[pred], predicted_index=pred, probability=float(ev.probs[pred]),
+        top_k=[ClassScore(label=classes[i], index=int(i), probability=float(ev.probs[i])) for i in order],
+        segment_s=segment_s, segment_start_s=[i * segment_s for i in range(len(mask))], segment_mask=mask.tolist(),
+        has_audio=has_audio, beta_a=[float(x) for x in ev.beta_a], beta_v=[float(x) for x in ev.beta_v],
+        alpha=np.round(ev.alpha.astype(np.float64), 6).tolist(), files=files,
     )
+    write_explanation(result)
     log.info("%s", result.summary_line())
     return result

@@ -14,6 +14,7 @@ from matplotlib.image import imread
 from features.extractors import AudioConfig, VisualConfig, build_audio, build_visual
 from features.store import StoreCard, write_card
 from stan_head.explain import BETA_PNG, GRID_PNG, JSON_NAME, MP4_NAME, ExplainConfig, explain_video, upsample_alpha
+from stan_head.explanation import read_explanation
 from stan_head.models import HeadOptions
 from stan_head.train import TrainConfig, train_head
 
@@ -32,12 +33,14 @@ def _bigbuckbunny() -> Path:
 def lite0_run(tmp_path_factory) -> Path:
     """A STAN run on a store whose card names efficientnet_lite0 (128² input) + logmel, like a real build's."""
     root = tmp_path_factory.mktemp("lite0")
-    visual, audio = build_visual(VisualConfig(name="efficientnet_lite0"), input_size=128), build_audio(AudioConfig())
+    vcfg, acfg = VisualConfig(name="efficientnet_lite0"), AudioConfig()
+    visual, audio = build_visual(vcfg, input_size=128), build_audio(acfg)
     h, w, c = visual.feature_shape
     store = make_feature_store(root, store_id="lite0store", t=T, h=h, w=w, cv=c, ca=audio.dim, clips=20, shard_size=20)
     card = StoreCard.model_validate_json((store / "store.json").read_text())
     write_card(store, card.model_copy(update={
         "visual": visual.card(), "audio": audio.card(),
+        "visual_config": vcfg.model_dump(mode="json"), "audio_config": acfg.model_dump(mode="json"),
         "segment": {"num_segments": T, "segment_s": 1.0, "frames_per_segment": 1, "frame_size": 128, "audio_rate": 16000},
     }))
     out = root / "run"
@@ -65,6 +68,7 @@ def test_explain_bigbuckbunny_writes_pngs_plot_json_and_mp4(lite0_run, tmp_path)
     np.testing.assert_allclose(alpha.sum(axis=(1, 2)), 1.0, atol=1e-4)
     assert data["predicted_class"] == res.predicted_class and data["probability"] == pytest.approx(res.probability)
     assert data["has_audio"] is True and data["segment_start_s"][5] == 5.0
+    assert read_explanation(res.files[JSON_NAME]) == res  # one model, written and read by one function pair
 
     with av.open(str(res.files[MP4_NAME])) as container:
         kinds = {s.type for s in container.streams}
