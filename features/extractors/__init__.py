@@ -98,6 +98,10 @@ def weights_identity(cfg: VisualConfig | AudioConfig) -> str | None:
         path = Path(cfg.weights)
     elif record.default == "packaged":
         return efficientnet_lite0_asset().sha256
+    elif record.default == "fetched":
+        from features.audio_weights import fetched_asset
+
+        return fetched_asset(cfg.name).sha256   # raises WeightsError naming the fetch command when missing
     elif record.default == "required":
         kind = "audio" if isinstance(cfg, AudioConfig) else "visual"
         raise WeightsError(f"weights {cfg.name!r}: no checkpoint given; provide one with --{kind}-weights PATH")

