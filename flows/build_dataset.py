@@ -15,22 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.tasks import exponential_backoff
-
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.tasks import exponential_backoff
 
 from flows.artifacts import artifact_key, markdown_table, publish_markdown, publish_table
 from flows.caching import cached_unless_missing
 from pipelines.build import BuildConfig, BuildSummary, build_dataset
-
-NETWORK_SOURCES = {"ave", "youtube-csv", "youtube_csv"}
-
-
-def _source_kind(config: BuildConfig) -> str:
-    """The source's kind name (its ``kind`` field, else its class name)."""
-    src = config.source
-    return str(getattr(src, "kind", type(src).__name__)).lower()
-
+from pipelines.sources.registry import source_entry
 
 @task(name="build-dataset", cache_policy=NO_CACHE)
 def build_task(config: BuildConfig) -> BuildSummary:
@@ -73,11 +64,11 @@ def _failure_rows(summary: BuildSummary) -> list[dict]:
 @flow(name="build-dataset", log_prints=False)
 def build_dataset_flow(config: BuildConfig) -> BuildSummary:
     """Build a dataset manifest from ``config.source`` into ``config.out``."""
-    kind = _source_kind(config)
+    entry = source_entry(config.source)
     build = build_task
-    if kind in NETWORK_SOURCES:
+    if entry.downloads:
         build = build_task.with_options(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10))
-    elif kind == "synthetic":
+    elif entry.encodes_media:  # a pure function of its config
         build = cached_unless_missing(
             build_task.with_options(cache_policy=INPUTS + TASK_SOURCE), [Path(config.out) / "dataset.json"]
         )

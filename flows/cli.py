@@ -9,7 +9,6 @@ Flow modules are imported inside the commands, so ``--help`` stays fast.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import types
@@ -19,8 +18,27 @@ from typing import Any, Callable, Literal
 
 import click
 
+from features.extractors.registry import AUDIO_NAMES, VISUAL_NAMES
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
+
+
+class _HeadChoice(click.Choice):
+    """The registered head names, read when first needed (the head registry imports torch)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property
+    def choices(self):  # noqa: ANN201 - click's attribute
+        from stan_head.models import HEAD_NAMES
+
+        return HEAD_NAMES
+
+    @choices.setter
+    def choices(self, _value) -> None:  # noqa: ANN001 - click's __init__ assigns it
+        pass
 
 
 def _quiet_prefect_defaults() -> None:
@@ -122,59 +140,22 @@ def dataset_build() -> None:
     """
 
 
-# source name → (module, class, positional fields)
-SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "synthetic": ("pipelines.sources.synthetic", "SyntheticSource", ()),
-    "folder": ("pipelines.sources.folder", "FolderSource", ("root",)),
-    "ave": ("pipelines.sources.ave", "AVESource", ()),
-    "youtube-csv": ("pipelines.sources.youtube_csv", "YoutubeCsvSource", ("csv",)),
-}
-_SOURCE_HELP = {
-    "synthetic": "Generate the seeded synthetic audio-visual event dataset (contract 1 layout) and its manifest.",
-    "folder": "Your own videos: ROOT holds videos/ and annotations.csv (contract 1); the videos stay where they are.",
-    "ave": "AVE: Annotations.txt + split files, the archive downloaded from --archive-url and checked.",
-    "youtube-csv": "VGGSound / Kinetics-Sounds style CSV (youtube_id, start seconds, label, split) fetched with yt-dlp.",
-}
+def _make_source_command(kind: str) -> None:
+    """Register ``wherewhen dataset build <kind>`` with options from its registry entry's model and BuildConfig."""
+    from pipelines.sources.registry import SOURCES
 
-
-def _source_model(name: str) -> type | None:
-    """The pydantic model of a source, or None when its module is not importable."""
-    module, cls, _ = SOURCES[name]
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError):
-        try:
-            return getattr(importlib.import_module("pipelines.build"), cls)
-        except (ImportError, AttributeError):
-            return None
-
-
-def _build_config_model() -> type | None:
-    try:
-        return importlib.import_module("pipelines.build").BuildConfig
-    except (ImportError, AttributeError):
-        return None
-
-
-def _make_source_command(name: str) -> None:
-    """Register ``wherewhen dataset build <name>`` with options from the source and BuildConfig."""
-    source_model = _source_model(name)
-    build_model = _build_config_model()
-    positional = SOURCES[name][2]
+    entry = SOURCES[kind]
 
     def command(**values: Any) -> None:
-        from flows.build_dataset import build_dataset_flow
-
-        if source_model is None or build_model is None:
-            raise click.ClickException(f"the {name} source is not available (pipelines.build not importable)")
-        src_fields = set(source_model.model_fields)
-        build_fields = set(build_model.model_fields) - {"source"}
-        src = _drop_none({k: v for k, v in values.items() if k in src_fields})
-        rest = _drop_none({k: v for k, v in values.items() if k in build_fields})
         from pydantic import ValidationError
 
+        from flows.build_dataset import build_dataset_flow
+        from pipelines.build import BuildConfig
+
+        src = _drop_none({k: v for k, v in values.items() if k in entry.config.model_fields})
+        rest = _drop_none({k: v for k, v in values.items() if k in set(BuildConfig.model_fields) - {"source"}})
         try:
-            config = build_model(source=source_model(**src), **rest)
+            config = BuildConfig(source=entry.config(**src), **rest)
         except ValidationError as exc:
             raise click.UsageError(str(exc)) from exc
         summary = _run(build_dataset_flow, config)
@@ -182,18 +163,23 @@ def _make_source_command(name: str) -> None:
         if not summary.ok:  # --strict and at least one failure row
             raise SystemExit(1)
 
-    params: list[click.Parameter] = []
-    if source_model is not None:
-        params += model_params(source_model, skip={"kind", "source"}, positional=positional)
-    if build_model is not None:
-        params += model_params(build_model, skip={"source"})
+    from pipelines.build import BuildConfig
+
+    params = model_params(entry.config, skip={"kind", "source"}, positional=entry.arguments)
+    params += model_params(BuildConfig, skip={"source"})
     dataset_build.add_command(
-        click.Command(name, params=params, callback=command, help=_SOURCE_HELP[name], context_settings=CONTEXT)
+        click.Command(kind, params=params, callback=command, help=entry.summary, context_settings=CONTEXT)
     )
 
 
-for _name in SOURCES:
-    _make_source_command(_name)
+def _register_source_commands() -> None:
+    from pipelines.sources.registry import SOURCES
+
+    for kind in SOURCES:
+        _make_source_command(kind)
+
+
+_register_source_commands()
 
 
 @dataset.command(name="info", context_settings=CONTEXT)
@@ -227,16 +213,16 @@ def dataset_info(dataset_dir: Path) -> None:
 @main.command(name="extract-features", context_settings=CONTEXT)
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_root", required=True, type=click.Path(path_type=Path), help="Root folder of feature stores.")
-@click.option("--visual", type=click.Choice(["efficientnet_lite0", "resnet18", "resnet50", "vgg19"]), default=None,
-              help="Frozen visual CNN.  [default: efficientnet_lite0]")
-@click.option("--audio", type=click.Choice(["logmel", "vggish"]), default=None, help="Audio extractor.  [default: logmel]")
+@click.option("--visual", type=click.Choice(VISUAL_NAMES), default=None,
+              help="Frozen visual CNN (features/extractors/registry.py).  [default: efficientnet_lite0]")
+@click.option("--audio", type=click.Choice(AUDIO_NAMES), default=None, help="Audio extractor.  [default: logmel]")
 @click.option("--format", "fmt", type=click.Choice(["hdf5", "parquet"]), default=None, help="Shard format.  [default: hdf5]")
 @click.option("--visual-weights", default=None, metavar="PATH|random", help="Visual checkpoint (default: the packaged/cached weights).")
 @click.option("--audio-weights", default=None, metavar="PATH|random", help="Audio checkpoint (vggish needs one).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Shard tasks at once: threads of the in-process LocalCluster; 0 = one after the other, no Dask.  [default: one per core]")
 @click.option("--dask-address", default=None, metavar="tcp://HOST:PORT", help="Use an existing Dask scheduler instead of a LocalCluster.")
-@click.option("--device", type=DEVICES, default=None, help="Where the CNN runs.  [default: auto]")
+@click.option("--device", type=DEVICES, default=None, help="Where the CNN runs (auto = CUDA when present).  [default: cpu]")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Clips per shard (one Dask task each).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Frames per CNN forward.  [default: 4 on the CPU, 64 on CUDA]")
@@ -272,11 +258,8 @@ def features_info(store: Path) -> None:
     card = fs.card
     click.echo(f"store: {store}")
     for name in ("store_id", "classes", "num_segments", "visual_shape", "audio_dim", "dataset_dir"):
-        if hasattr(card, name):
-            click.echo(f"{name}: {getattr(card, name)}")
-    extractors = getattr(card, "extractors", None)
-    if extractors:
-        click.echo(f"extractors: {extractors}")
+        click.echo(f"{name}: {getattr(card, name)}")
+    click.echo(f"extractors: visual {card.visual.get('name')}, audio {card.audio.get('name')}")
     click.echo(f"clips: {len(fs.index)}")
     if "split" in fs.index:
         for split, n in fs.index["split"].value_counts().sort_index().items():
@@ -295,7 +278,7 @@ def features_info(store: Path) -> None:
 
 @main.command(context_settings=CONTEXT)
 @click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--model", type=click.Choice(["stan", "late_fusion", "ave_att"]), default="stan", show_default=True, help="The head.")
+@click.option("--model", type=_HeadChoice(), default="stan", show_default=True, help="The head (stan_head/models/registry.py).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (checkpoint, run.json, metrics).")
 @click.option("--device", type=DEVICES, default=None, help="[default: auto]")
 @click.option("--seed", type=int, default=None, help="Training seed.")
@@ -391,7 +374,8 @@ def serve(name: str | None, limit: int | None) -> None:
 @click.option("--out", default="out/demo", show_default=True, type=click.Path(path_type=Path), help="Folder for everything.")
 @click.option("--clips", type=click.IntRange(min=1), default=None, help="Synthetic clips.  [default: the generator's]")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Extraction worker processes.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Extraction shard tasks at once (threads of the in-process LocalCluster).  [default: one per core]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs.")
 @click.option("--explainers", default=None, metavar="NAME,NAME",
               help="Explainers the evaluation scores, comma-separated.  [default: the evaluation's list]")
