@@ -228,3 +228,20 @@ def test_a_weights_file_of_another_network_is_refused():
     other = fetched_asset("aisfx").path   # a valid safetensors file, but aiSFX's tensors
     with pytest.raises(WeightsError, match="does not fit the network"):
         SoundNet(weights=str(other))
+
+
+def test_stores_built_with_the_pretrained_extractors_record_their_weights(tmp_path):
+    import json
+
+    from features.extract import ExtractConfig, extract_features
+    from pipelines.build import BuildConfig, build_dataset
+    from pipelines.sources.synthetic import SyntheticSource
+
+    ds = tmp_path / "ds"
+    build_dataset(BuildConfig(source=SyntheticSource(clips=4, classes=2, duration_s=4, size=64, fps=4), out=ds, workers=1))
+    for name, sha, dim in (("soundnet", SOUNDNET_SHA256, 256), ("aisfx", AISFX_SHA256, 512)):
+        summary = extract_features(ExtractConfig(dataset_dir=ds, out_root=tmp_path / "stores", audio=name, workers=0,
+                                                 segment={"num_segments": 2, "frame_size": 64}), progress=False)
+        card = json.loads((summary.store_dir / "store.json").read_text())
+        assert card["audio"]["name"] == name and card["audio"]["weights_sha256"] == sha
+        assert card["audio_dim"] == dim and card["audio"]["licence"] and card["audio"]["layer"]
