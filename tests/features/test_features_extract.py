@@ -351,3 +351,15 @@ def test_one_runner_decision_for_the_library_and_the_flow():
     assert runner_kind(0, "tcp://127.0.0.1:8786") == runner_kind(2, "tcp://127.0.0.1:8786") == "remote"
     assert local_cluster_kwargs(3) == {"n_workers": 1, "threads_per_worker": 3, "processes": False,
                                        "dashboard_address": None}
+
+
+def test_a_onednn_isa_cap_is_another_compute_kind(monkeypatch):
+    """oneDNN picks convolution kernels by ISA (a cap changes float16 features), so a cap is another kind."""
+    from features.compute_kind import compute_kind
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    native = compute_kind(torch.device("cpu"))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    capped = compute_kind(torch.device("cpu"))
+    assert native != capped and "oneDNN max AVX2" in capped["cpu_isa"]
