@@ -34,7 +34,7 @@ EASY_MIN_SNR_DB = 20 * math.log10(0.125 / 0.02)
 PRESETS: dict[str, dict[str, Any]] = {
     "easy": {},
     "hard": {
-        "width": 192, "height": 144, "fps": 12, "audio_rate": 16000, "background": "texture",
+        "width": 176, "height": 132, "fps": 12, "audio_rate": 16000, "background": "texture",
         "min_scale": 0.18, "max_scale": 0.26, "min_distractor_scale": None, "max_distractor_scale": None,
         "min_distractors": 2, "max_distractors": 3, "min_event_s": 2, "max_event_s": 4,
         "min_snr_db": 4.0, "max_snr_db": 10.0, "occlusion_fraction": 0.2, "offscreen_fraction": 0.2,
