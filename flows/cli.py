@@ -252,7 +252,7 @@ def features() -> None:
 @click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def features_info(store: Path) -> None:
     """Print a store's id, extractors, shapes, clip counts per split and failures."""
-    from features.store import FeatureStore
+    from features.store import FAILURES_FILE, FeatureStore
 
     fs = FeatureStore.open(store)
     card = fs.card
@@ -264,7 +264,7 @@ def features_info(store: Path) -> None:
     if "split" in fs.index:
         for split, n in fs.index["split"].value_counts().sort_index().items():
             click.echo(f"  {split}: {n}")
-    failures_path = Path(store) / "failures.parquet"
+    failures_path = Path(store) / FAILURES_FILE
     if failures_path.exists():
         import pandas as pd
 

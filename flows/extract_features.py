@@ -18,12 +18,23 @@ from typing import Any, Literal, Optional
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict
 
-from features.extract import StoreSummary, complete_store_summary, finalize_store, pending_shards
+from features.extract import (
+    StoreSummary,
+    complete_store_summary,
+    finalize_store,
+    pending_shards,
+)
+from features.extractors.registry import AudioName, VisualName
 from features.plan import ExtractConfig, StorePlan, plan_store
 from features.runtime import torch_threads
 from features.shard_engine import ShardResult, extract_shard
 from flows._params import build_config
-from flows.artifacts import artifact_key, markdown_table, publish_markdown, publish_table
+from flows.artifacts import (
+    artifact_key,
+    markdown_table,
+    publish_markdown,
+    publish_table,
+)
 from flows.caching import cached_unless_missing, key_and_source
 from flows.dask_runner import make_task_runner
 
@@ -170,8 +181,8 @@ def extract_config(
 def extract_features_flow(
     dataset_dir: str,
     out_root: str,
-    visual: Optional[Literal["efficientnet_lite0", "resnet18", "resnet50", "vgg19"]] = None,
-    audio: Optional[Literal["logmel", "vggish"]] = None,
+    visual: Optional[VisualName] = None,
+    audio: Optional[AudioName] = None,
     format: Optional[Literal["hdf5", "parquet"]] = None,
     workers: Optional[int] = None,
     dask_address: Optional[str] = None,
