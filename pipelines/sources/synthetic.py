@@ -57,13 +57,31 @@ from pipelines.atomic import atomic_write_text
 from pipelines.encode import ENCODER_SETTING
 from pipelines.sources.synthetic_catalog import CLASS_CATALOG, ObjectKind
 from pipelines.sources.synthetic_config import RenderParams, SyntheticSource
-from pipelines.sources.synthetic_plan import ClipPlan, clip_boxes, clip_labels, plan_clip
+from pipelines.sources.synthetic_plan import (
+    ClipPlan,
+    clip_boxes,
+    clip_labels,
+    plan_clip,
+)
 from pipelines.sources.synthetic_presets import HELD_OUT_PRESETS, PRESETS
 from pipelines.sources.synthetic_render import render_clip, render_media
 
-__all__ = ["SyntheticSource", "CLASS_CATALOG", "generate_synthetic", "SyntheticResult", "ObjectKind", "ClipPlan",
-           "RenderParams", "PRESETS", "HELD_OUT_PRESETS", "plan_clip", "clip_boxes", "clip_labels", "render_media",
-           "render_clip"]
+__all__ = [
+    "CLASS_CATALOG",
+    "HELD_OUT_PRESETS",
+    "PRESETS",
+    "ClipPlan",
+    "ObjectKind",
+    "RenderParams",
+    "SyntheticResult",
+    "SyntheticSource",
+    "clip_boxes",
+    "clip_labels",
+    "generate_synthetic",
+    "plan_clip",
+    "render_clip",
+    "render_media",
+]
 
 log = logging.getLogger(__name__)
 

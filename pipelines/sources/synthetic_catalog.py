@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ObjectKind", "CLASS_CATALOG", "GROUP_SIZE", "sound_group", "class_sound", "sprite", "sound"]
+__all__ = ["CLASS_CATALOG", "GROUP_SIZE", "ObjectKind", "class_sound", "sound", "sound_group", "sprite"]
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from pipelines.sources.synthetic_catalog import CLASS_CATALOG, GROUP_SIZE
 from pipelines.sources.synthetic_presets import EASY_MIN_SNR_DB, PRESETS
 
-__all__ = ["SyntheticSource", "RenderParams", "PresetName", "BackgroundKind"]
+__all__ = ["BackgroundKind", "PresetName", "RenderParams", "SyntheticSource"]
 
 PresetName = Literal["easy", "hard", "heldout_wide", "heldout_clutter"]
 BackgroundKind = Literal["gradient", "texture", "noise", "moving"]
@@ -67,12 +74,14 @@ class SyntheticSource(BaseModel):
     kind: Literal["synthetic"] = "synthetic"
     preset: PresetName = Field("easy", description=(
         "parameter set filling every field not given: easy (each class its own sound), hard (vision "
-        "needed), heldout_wide / heldout_clutter (evaluation only: never tune on them)"))
+        "needed), heldout_wide / heldout_clutter (evaluation only: never tune on them); the defaults "
+        "shown for the other fields are easy's"))
     clips: int = Field(60, ge=1, description="number of clips")
     classes: int = Field(8, ge=2, le=len(CLASS_CATALOG), description="K classes")
     seed: int = 0
     duration_s: int = Field(10, ge=3, description="clip length in whole seconds (1-s segments)")
-    size: int = Field(160, ge=64, description="frame side in pixels (even) when width and height are not set")
+    size: int = Field(160, ge=64, description=(
+        "frame side in pixels (even); given without width and height it makes a square frame under any preset"))
     width: int | None = Field(None, ge=32, description="frame width in pixels (even); None: size (set by the preset)")
     height: int | None = Field(None, ge=32, description="frame height in pixels (even); None: size (set by the preset)")
     fps: int = Field(10, ge=2, le=30, description="frames per second (set by the preset)")
@@ -115,7 +124,7 @@ class SyntheticSource(BaseModel):
         return {**values, **given}
 
     @model_validator(mode="after")
-    def _check(self) -> "SyntheticSource":
+    def _check(self) -> SyntheticSource:
         for name, value in (("size", self.size), ("width", self.width), ("height", self.height)):
             if value is not None and value % 2:
                 raise ValueError(f"{name} must be even for h264, got {value}")

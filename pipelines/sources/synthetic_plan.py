@@ -16,8 +16,18 @@ import numpy as np
 from pipelines.sources.synthetic_catalog import sound_group
 from pipelines.sources.synthetic_config import RenderParams, SyntheticSource
 
-__all__ = ["PlacedObject", "Occluder", "ClipPlan", "clip_labels", "plan_clip", "object_xy", "occluder_x",
-           "clip_boxes", "NOISE_RMS", "MAX_OCCLUDED"]
+__all__ = [
+    "MAX_OCCLUDED",
+    "NOISE_RMS",
+    "ClipPlan",
+    "Occluder",
+    "PlacedObject",
+    "clip_boxes",
+    "clip_labels",
+    "object_xy",
+    "occluder_x",
+    "plan_clip",
+]
 
 #: RMS of the white noise floor of every clip's audio; the SNR is measured against it.
 NOISE_RMS = 0.02

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["PRESETS", "HELD_OUT_PRESETS", "EASY_MIN_SNR_DB"]
+__all__ = ["EASY_MIN_SNR_DB", "HELD_OUT_PRESETS", "PRESETS"]
 
 #: The easy generator's quietest event: RMS 0.125 over the 0.02 noise floor (≈ 15.9 dB).
 EASY_MIN_SNR_DB = 20 * math.log10(0.125 / 0.02)

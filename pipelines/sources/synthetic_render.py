@@ -14,11 +14,16 @@ import numpy as np
 
 from pipelines.atomic import atomic_path
 from pipelines.encode import Mp4Writer
-from pipelines.sources.synthetic_catalog import CLASS_CATALOG, class_sound, sound, sprite
+from pipelines.sources.synthetic_catalog import (
+    CLASS_CATALOG,
+    class_sound,
+    sound,
+    sprite,
+)
 from pipelines.sources.synthetic_config import SyntheticSource
 from pipelines.sources.synthetic_plan import NOISE_RMS, ClipPlan, object_xy, occluder_x
 
-__all__ = ["render_media", "render_clip", "make_background"]
+__all__ = ["make_background", "render_clip", "render_media"]
 
 
 def _gradient(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

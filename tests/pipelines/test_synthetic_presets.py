@@ -14,7 +14,14 @@ import pytest
 
 from pipelines.build import BuildConfig, build_dataset
 from pipelines.sources.synthetic import (
-    CLASS_CATALOG, HELD_OUT_PRESETS, PRESETS, SyntheticSource, clip_boxes, clip_labels, plan_clip, render_media,
+    CLASS_CATALOG,
+    HELD_OUT_PRESETS,
+    PRESETS,
+    SyntheticSource,
+    clip_boxes,
+    clip_labels,
+    plan_clip,
+    render_media,
 )
 from pipelines.sources.synthetic_catalog import sound_group
 from pipelines.sources.synthetic_plan import MAX_OCCLUDED, object_xy
@@ -45,7 +52,7 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 def test_same_seed_gives_byte_identical_builds_with_1_and_2_workers(built) -> None:
-    src, one, two = built
+    _, one, two = built
     a, b = _digest_tree(one), _digest_tree(two)
     assert a == b
     assert {"annotations.csv", "boxes.csv", "manifest.parquet", "videos/syn00007.mp4"} <= set(a)
