@@ -94,11 +94,8 @@ def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
     r2, g2, b2 = m[..., 0], m[..., 1], m[..., 2]
     u = ((-38 * r2 - 74 * g2 + 112 * b2 + 128) >> 8) + 128
     v = ((112 * r2 - 94 * g2 - 18 * b2 + 128) >> 8) + 128
-    out = np.empty((h * 3 // 2, w), dtype=np.uint8)
-    out[:h] = np.clip(y, 0, 255)
-    out[h : h + h // 4] = np.clip(u, 0, 255).reshape(h // 4, w)
-    out[h + h // 4 :] = np.clip(v, 0, 255).reshape(h // 4, w)
-    return out
+    planes = [np.clip(p, 0, 255).astype(np.uint8).ravel() for p in (y, u, v)]
+    return np.concatenate(planes).reshape(h * 3 // 2, w)  # any even H, not only multiples of 4
 
 
 class Mp4Writer:

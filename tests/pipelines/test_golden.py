@@ -66,3 +66,19 @@ def test_encoder_setting_enters_the_fingerprint(tmp_path: Path, monkeypatch) -> 
     b = build_dataset(BuildConfig(source=SOURCE.model_copy(update={"clips": 2}), out=tmp_path / "b", workers=1))
     assert _digests(tmp_path / "a")["videos/syn00000.mp4"] == _digests(tmp_path / "b")["videos/syn00000.mp4"]
     assert a.fingerprint != b.fingerprint
+
+
+def test_frame_heights_that_are_not_multiples_of_four_encode(tmp_path: Path) -> None:
+    """yuv420p's chroma planes have H/2 rows of W/2: a 162-px-high frame must encode and decode back."""
+    import av
+    import numpy as np
+
+    from pipelines.encode import Mp4Writer
+
+    with Mp4Writer(tmp_path / "x.mp4", 64, 162, 10, audio_rate=None) as w:
+        for i in range(5):
+            w.write_frame(np.full((162, 64, 3), 40 * i, np.uint8))
+    with av.open(str(tmp_path / "x.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 5 and frames[0].shape == (162, 64, 3)
+    assert abs(int(frames[4].mean()) - 160) <= 3
