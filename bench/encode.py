@@ -36,7 +36,7 @@ import numpy as np
 
 from docs_section import publish_section
 from pipelines.encode import ENCODER_SETTING, Mp4Writer
-from pipelines.sources.synthetic import SyntheticSource, _labels, plan_clip, render_media
+from pipelines.sources.synthetic import SyntheticSource, clip_labels, plan_clip, render_media
 
 REPO = Path(__file__).resolve().parents[1]
 EMULATED_CPUS = ("Haswell-noTSX", "SandyBridge")  # AVX2 + FMA without AVX-512; AVX without AVX2/FMA
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     cfg = SyntheticSource(clips=args.clips, seed=0)
-    labels = _labels(cfg)
+    labels = clip_labels(cfg)
     t0 = time.perf_counter()
     clips = []
     for i in range(cfg.clips):

@@ -22,6 +22,7 @@ the dataset fingerprint on purpose.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import re
 import threading
@@ -50,8 +51,9 @@ def encoder_identity() -> dict[str, str]:
     return {"setting": ENCODER_SETTING, "pyav": av.__version__, "ffmpeg": str(av.ffmpeg_version_info)}
 
 
+@functools.lru_cache(maxsize=1)
 def _pyav_libavutil() -> ctypes.CDLL:
-    """The libavutil that PyAV itself loaded (not decord's own copy), found in this process's maps."""
+    """The libavutil that PyAV itself loaded (not decord's own copy), found in this process's maps once."""
     av_dir = Path(av.__file__).resolve().parent.parent
     with open("/proc/self/maps", encoding="utf-8") as fh:
         paths = sorted(set(re.findall(r"(/\S*libavutil\S*\.so\S*)", fh.read())))

@@ -85,7 +85,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_labels = clip_labels  # the name bench/encode.py imports
 
 
 def _render_job(args: tuple[dict, ClipPlan, str]) -> str:
