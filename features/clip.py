@@ -29,7 +29,7 @@ from features.extractors import AudioConfig, VisualConfig, build_audio, build_vi
 from features.runtime import resolve_device
 from features.store import StoreCard, StoreError
 from features.weights import WeightsError
-from pipelines.media import DecodedClip, decode_clip
+from pipelines.media import ClipDecoder, DecodedClip, decode_clip
 from pipelines.segments import SegmentSpec
 
 __all__ = ["ClipFeatures", "ClipFeaturizer"]
@@ -71,12 +71,12 @@ class ClipFeaturizer:
         if card.visual_config is None or card.audio_config is None:
             raise StoreError(f"store {card.store_id}: its card records no extractor configuration (written by an "
                              f"older version); extract the store again to featurise clips like it")
-        spec = SegmentSpec(**card.segment)
+        spec = card.segment_spec
         dev = resolve_device(device)
         visual = build_visual(VisualConfig.model_validate(card.visual_config), device=dev, input_size=spec.frame_size)
         audio = build_audio(AudioConfig.model_validate(card.audio_config), device=dev, sample_rate=spec.audio_rate)
         for kind, built, want in (("visual", visual.weights_sha256, card.visual.get("weights_sha256")),
-                                  ("audio", getattr(audio, "weights_sha256", None), card.audio.get("weights_sha256"))):
+                                  ("audio", audio.weights_sha256, card.audio.get("weights_sha256"))):
             if built != want:
                 raise WeightsError(f"{kind} extractor weights sha256 {built} differ from the store card's {want}")
         return cls(visual, audio, spec)
@@ -105,13 +105,22 @@ class ClipFeaturizer:
             out[mask] = self.audio(torch.from_numpy(np.ascontiguousarray(audio[mask], dtype=np.float32))).numpy()
         return out
 
-    def decode(self, path: str | Path, timeout_s: float = 60.0) -> DecodedClip:
-        """Decode ``path`` with the store's segmentation only (frames uint8 (T, F, S, S, 3), audio, mask), no CNN."""
+    def decode(self, path: str | Path, timeout_s: float = 60.0, decoder: ClipDecoder | None = None) -> DecodedClip:
+        """Decode ``path`` with the store's segmentation only (frames uint8 (T, F, S, S, 3), audio, mask), no CNN.
+
+        ``decoder``: a caller's long-lived :class:`pipelines.media.ClipDecoder` (one child process for
+        many clips; its own timeout applies); None starts a child for this one call (``timeout_s``).
+        """
+        if decoder is not None:
+            return decoder.decode(path, self.spec)
         return decode_clip(path, self.spec, timeout_s=timeout_s)
 
-    def featurize_video(self, path: str | Path, timeout_s: float = 60.0) -> ClipFeatures:
-        """Decode ``path`` with the store's segmentation and featurise it. Raises pipelines.media.MediaError."""
-        clip = self.decode(path, timeout_s=timeout_s)
+    def featurize_video(self, path: str | Path, timeout_s: float = 60.0, decoder: ClipDecoder | None = None) -> ClipFeatures:
+        """Decode ``path`` (see :meth:`decode`) with the store's segmentation and featurise it.
+
+        Raises pipelines.media.MediaError.
+        """
+        clip = self.decode(path, timeout_s=timeout_s, decoder=decoder)
         mask = np.asarray(clip.segment_mask, bool)
         return ClipFeatures(self.featurize_frames(clip.frames, mask), self.featurize_audio(clip.audio, mask), mask, clip)
 

@@ -34,6 +34,7 @@ from features.labels import segment_labels
 from features.malloc import restore_malloc_thresholds
 from features.plan import ClipJob, StorePlan
 from features.runtime import resolve_device
+from features.shard_claim import shard_claim
 from features.store import FeatureBatch, ShardData, clip_sha256, read_shard_meta, write_shard
 from features.weights import WeightsError
 from pipelines.media import ClipDecoder, DecodedClip, MediaError
@@ -167,7 +168,7 @@ def _build_extractors(visual: VisualConfig, audio: AudioConfig, device: str, fra
     """
     v = build_visual(visual, device=device, input_size=frame_size)
     a = build_audio(audio, device=device, sample_rate=audio_rate)
-    for kind, got, want in (("visual", v.weights_sha256, visual_sha), ("audio", getattr(a, "weights_sha256", None), audio_sha)):
+    for kind, got, want in (("visual", v.weights_sha256, visual_sha), ("audio", a.weights_sha256, audio_sha)):
         if (want if want != "random" else None) != got:
             raise WeightsError(f"{kind} weights changed since the store was planned: sha256 {got}, planned {want}")
     return v, a
@@ -196,8 +197,6 @@ def close_decoder() -> None:
         dec.close()
 
 
-#: glibc mallopt parameters (malloc.h) and the values a shard task restores.
-
 
 def _set_threads(plan: StorePlan) -> int:
     """Run this thread's torch ops on the plan's (fixed) number of intra-op threads; return it.
@@ -216,13 +215,20 @@ def extract_shard(plan: StorePlan, shard: int) -> ShardResult:
     """Extract shard ``shard`` of ``plan`` and write it atomically; skip it when already complete.
 
     Idempotent: a shard that exists under its final name is complete, and its recorded result is
-    returned. Sets the calling thread's torch intra-op threads to the plan's (see :func:`_set_threads`).
+    returned. Concurrent tasks for the same shard (two extractions of one store, a duplicate Dask
+    task) extract it once: the task holds the shard's claim (:mod:`features.shard_claim`) while it
+    extracts, and a task that waited for the claim returns the shard the other one wrote. Sets the
+    calling thread's torch intra-op threads to the plan's (see :func:`_set_threads`).
     """
     path = plan.shard_file(shard)
     if path.is_file():
         log.info("shard %d: complete, skipped (%s)", shard, path)
         return ShardResult.from_file(path)
-    return _extract_shard(plan, shard, path)
+    with shard_claim(plan.store_dir, shard):   # another extraction of this store may be on it: one at a time
+        if path.is_file():
+            log.info("shard %d: extracted meanwhile by another task, skipped (%s)", shard, path)
+            return ShardResult.from_file(path)
+        return _extract_shard(plan, shard, path)
 
 
 def _extract_shard(plan: StorePlan, shard: int, path: Path) -> ShardResult:

@@ -158,11 +158,20 @@ class VisualExtractor:
 
 
 class AudioExtractor:
-    """A per-segment audio embedding: float audio (N, samples) at ``sample_rate`` -> (N, dim)."""
+    """A per-segment audio embedding: float audio (N, samples) at ``sample_rate`` -> (N, dim).
+
+    Attributes:
+        name: extractor name (``logmel``, ``vggish``, ...).
+        dim: Ca, the embedding size.
+        sample_rate: Hz of the audio it takes.
+        weights_sha256: sha256 of the loaded weights; None for extractors without weights (logmel)
+            or with random ones (checked against the plan and the store card).
+    """
 
     name: str
     dim: int
     sample_rate: int
+    weights_sha256: str | None = None
 
     def card(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError

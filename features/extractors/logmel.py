@@ -39,12 +39,13 @@ class LogMel(AudioExtractor):
         self.sample_rate = sample_rate
         self.n_mels = n_mels
         self.dim = 2 * n_mels
+        self.weights_sha256 = None
 
     def card(self) -> dict[str, Any]:
         return {
             "name": self.name, "kind": "audio", "layer": "log-mel mean+std over time",
             "sample_rate": self.sample_rate, "n_mels": self.n_mels, "window_s": 0.025, "hop_s": 0.010,
-            "dim": self.dim, "weights_sha256": None, "weights": None,
+            "dim": self.dim, "weights_sha256": self.weights_sha256, "weights": None,
         }
 
     def __call__(self, audio: torch.Tensor) -> torch.Tensor:

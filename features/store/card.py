@@ -19,9 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.compute_kind import COMPUTE_FILE
 from pipelines.atomic import atomic_path, atomic_write_text
 from pipelines.manifest import FAILURE_SCHEMA
+from pipelines.segments import SegmentSpec
 
 __all__ = [
-    "CARD_FILE", "INDEX_FILE", "FAILURES_FILE", "BOXES_FILE", "COMPUTE_FILE", "TEMP_SHARD_GLOB",
+    "CARD_FILE", "INDEX_FILE", "FAILURES_FILE", "BOXES_FILE", "COMPUTE_FILE", "TEMP_SHARD_GLOB", "CLAIM_GLOB",
+    "claim_path",
     "INDEX_DTYPES", "INDEX_COLUMNS", "FAILURE_COLUMNS", "StoreError", "StoreCard",
     "index_frame", "failures_frame", "read_card", "check_complete", "is_complete", "write_card",
     "write_parquet_atomic", "write_store_files",
@@ -35,6 +37,13 @@ FAILURES_FILE = "failures.parquet"
 BOXES_FILE = "boxes.parquet"
 #: temp names of shard writers (pipelines.atomic: ``.<name>.<random><suffix>``)
 TEMP_SHARD_GLOB = ".shard-*"
+#: shard claim lock files (features.shard_claim), removed once the store is complete
+CLAIM_GLOB = ".claim-*.lock"
+
+
+def claim_path(store_dir: Path, shard: int) -> Path:
+    """The lock file a shard task holds while it extracts ``shard`` (features.shard_claim)."""
+    return Path(store_dir) / f".claim-{shard:05d}.lock"
 
 #: index.parquet: one row per stored clip, in this column order and with these dtypes.
 INDEX_DTYPES: dict[str, str] = {
@@ -91,6 +100,15 @@ class StoreCard(BaseModel):
     @property
     def frames_per_segment(self) -> int:
         return int(self.segment.get("frames_per_segment", 1))
+
+    @property
+    def segment_spec(self) -> SegmentSpec:
+        """The segmentation the store was extracted with (``segment`` as a :class:`SegmentSpec`).
+
+        Cards that record no segment (AVE folders, cards written by hand) give the default spec with
+        this card's ``num_segments``.
+        """
+        return SegmentSpec.model_validate({"num_segments": self.num_segments, **self.segment})
 
 
 def index_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -157,12 +175,15 @@ def write_store_files(store_dir: Path, card: StoreCard, index: pd.DataFrame, fai
     """Finish a store whose shards are all written: index, failures, boxes (when given), then the card.
 
     Leftover temp files of shard writers killed mid-write are removed first (every shard is
-    complete now). The card goes last, so a store with a card is complete. Returns ``store_dir``.
+    complete now), and so are the shard claims' lock files (a task still waiting on one finds its
+    shard written). The card goes last, so a store with a card is complete. Returns ``store_dir``.
     """
     store_dir = Path(store_dir)
     for stale in store_dir.glob(TEMP_SHARD_GLOB):
         log.info("removing the leftover temp file %s", stale)
         stale.unlink(missing_ok=True)
+    for claim in store_dir.glob(CLAIM_GLOB):
+        claim.unlink(missing_ok=True)
     write_parquet_atomic(store_dir / INDEX_FILE, index)
     write_parquet_atomic(store_dir / FAILURES_FILE, failures)
     if boxes is not None:

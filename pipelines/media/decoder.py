@@ -50,6 +50,10 @@ class DecodedClip:
     has_audio: bool
     duration_s: float
 
+    def centre_frames(self) -> np.ndarray:
+        """uint8 (T, S, S, 3): the middle sampled frame of each segment (the only one when F = 1), a view."""
+        return self.frames[:, self.frames.shape[1] // 2]
+
 
 class ClipDecoder:
     """A long-lived decord child process for probing and decoding many clips.
