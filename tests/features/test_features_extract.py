@@ -127,6 +127,14 @@ def test_clip_featurizer_reproduces_the_store(reference, tiny_dataset):
     want = store.read([5])
     np.testing.assert_array_equal(feats.segment_mask, want.segment_mask[0])
     np.testing.assert_array_equal(fz.decode(ds.clip_path(cid)).frames, feats.decoded.frames)
+    from pipelines.media import ClipDecoder
+
+    with ClipDecoder() as dec:   # a caller's long-lived decoder gives the same clip
+        mine = fz.decode(ds.clip_path(cid), decoder=dec)
+        assert dec.pid is not None
+    np.testing.assert_array_equal(mine.frames, feats.decoded.frames)
+    np.testing.assert_array_equal(mine.centre_frames(), feats.decoded.frames[:, 1])   # F = 2: the later one
+    assert mine.centre_frames().shape == (4, 64, 64, 3)
     np.testing.assert_allclose(feats.visual, want.visual[0].astype(np.float32), rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(feats.audio, want.audio[0].astype(np.float32), rtol=2e-3, atol=2e-2)
     import torch
@@ -150,6 +158,8 @@ def test_card_carries_the_extractor_configs_and_the_featurizer_is_rebuilt_from_t
     fz = ClipFeaturizer.from_card(store.card.model_dump(mode="json"), device="cpu")
     assert fz.visual.card() == store.card.visual and fz.audio.card() == store.card.audio
     assert fz.visual.engine == cfg.visual.engine
+    assert store.card.segment_spec == cfg.segment == fz.spec
+    assert fz.audio.weights_sha256 is None and store.card.audio["weights_sha256"] is None   # logmel: no weights
     old = store.card.model_copy(update={"visual_config": None, "audio_config": None})   # a card from before
     with pytest.raises(StoreError, match="extract the store again"):
         ClipFeaturizer.from_card(old)
