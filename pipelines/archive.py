@@ -1,111 +1,151 @@
-"""Safe extraction of zip and tar archives.
+"""Safe extraction of zip and tar archives: every member is checked before any is written.
 
-An archive is checked completely before anything is written: a member with an absolute
-name, a ``..`` component, or a symlink / hardlink whose target leaves the destination makes
-the whole archive refused with :class:`UnsafeArchiveError`. Devices and FIFOs are refused too.
+The members are read into an :class:`pipelines.archive_plan.ArchivePlan` (a virtual tree that
+resolves names and links against earlier members and the real destination), so an archive with
+one bad member — absolute or ``..`` names, links that leave the root directly or through other
+links (``s -> .``, ``t -> s/..``, ``t/evil.txt``), CVE-2025-4517's long-path chain, devices and
+FIFOs, names over the file system's limits — is refused with :class:`UnsafeArchiveError` and
+nothing is written, inside or outside the destination. Only then is the archive extracted, by
+this module (not by :meth:`tarfile.TarFile.extractall`), writing each file under a temporary
+name and renaming it into place (:mod:`pipelines.atomic`), so no half-written file is left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import posixpath
 import shutil
 import stat
 import tarfile
+import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
+
+from pipelines.archive_plan import ArchiveMember, ArchivePlan, PlannedStep, UnsafeArchiveError
+from pipelines.atomic import atomic_path
 
 __all__ = ["extract_archive", "UnsafeArchiveError"]
 
 log = logging.getLogger(__name__)
 
-
-class UnsafeArchiveError(ValueError):
-    """An archive member would be written (or point) outside the destination folder."""
+Opener = Callable[[ArchiveMember], IO[bytes]]
 
 
-def _safe_name(archive: Path, name: str) -> str:
-    """Normalised relative POSIX name of a member, or raise."""
-    clean = name.replace("\\", "/")
-    if clean.startswith("/") or (len(clean) > 1 and clean[1] == ":"):
-        raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; refusing to extract the archive")
-    parts = [p for p in clean.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeArchiveError(f"{archive}: member {name!r} contains '..'; refusing to extract the archive")
-    return "/".join(parts)
-
-
-def _check_link(archive: Path, member: str, target: str, relative_to_member: bool) -> None:
-    """Refuse a link whose target resolves outside the root."""
-    if target.startswith("/") or (len(target) > 1 and target[1] == ":"):
-        raise UnsafeArchiveError(f"{archive}: link {member!r} points to the absolute path {target!r}; refusing to extract the archive")
-    base = posixpath.dirname(member) if relative_to_member else ""
-    resolved = posixpath.normpath(posixpath.join(base, target))
-    if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
-        raise UnsafeArchiveError(f"{archive}: link {member!r} -> {target!r} leaves the extraction folder; refusing to extract the archive")
-
-
-def _extract_zip(archive: Path, dest: Path) -> list[Path]:
-    out: list[Path] = []
-    with zipfile.ZipFile(archive) as zf:
-        plan = []
-        for info in zf.infolist():
-            name = _safe_name(archive, info.filename)
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                _check_link(archive, name, zf.read(info).decode("utf-8", "replace"), relative_to_member=True)
-            plan.append((info, name, mode))
-        for info, name, mode in plan:
-            if not name:
-                continue
-            target = dest / name
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if stat.S_ISLNK(mode):
-                if target.is_symlink() or target.exists():
-                    target.unlink()
-                os.symlink(zf.read(info).decode("utf-8"), target)
-            else:
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            out.append(target)
+def _zip_members(archive: Path, zf: zipfile.ZipFile, path_max: int) -> list[ArchiveMember]:
+    out = []
+    for info in zf.infolist():
+        mode = info.external_attr >> 16
+        kind = stat.S_IFMT(mode)
+        if info.is_dir() or kind == stat.S_IFDIR:
+            out.append(ArchiveMember(info.filename, "dir", handle=info))
+        elif kind == stat.S_IFLNK:
+            if info.file_size >= path_max:
+                raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a link with a {info.file_size}-byte "
+                                         "target; refusing to extract the archive (nothing was written)")
+            target = zf.read(info).decode("utf-8", "surrogateescape")
+            out.append(ArchiveMember(info.filename, "symlink", target, info))
+        elif kind in (0, stat.S_IFREG):
+            out.append(ArchiveMember(info.filename, "file", handle=info))
+        else:
+            raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a device, FIFO or socket (mode {oct(mode)}); "
+                                     "refusing to extract the archive (nothing was written)")
     return out
 
 
-def _extract_tar(archive: Path, dest: Path) -> list[Path]:
-    out: list[Path] = []
-    with tarfile.open(archive) as tf:
-        members = tf.getmembers()
-        for m in members:
-            name = _safe_name(archive, m.name)
-            if m.issym():
-                _check_link(archive, name, m.linkname, relative_to_member=True)
-            elif m.islnk():
-                _check_link(archive, name, m.linkname, relative_to_member=False)
-            elif not (m.isfile() or m.isdir()):
-                raise UnsafeArchiveError(f"{archive}: member {m.name!r} is a device or FIFO; refusing to extract the archive")
-        tf.extractall(dest, members=members, filter="data")
-        out = [dest / _safe_name(archive, m.name) for m in members if not m.isdir()]
+def _tar_members(archive: Path, tf: tarfile.TarFile) -> list[ArchiveMember]:
+    out = []
+    for m in tf.getmembers():
+        if m.isdir():
+            out.append(ArchiveMember(m.name, "dir", handle=m))
+        elif m.isreg():
+            out.append(ArchiveMember(m.name, "file", handle=m))
+        elif m.issym():
+            out.append(ArchiveMember(m.name, "symlink", m.linkname, m))
+        elif m.islnk():
+            out.append(ArchiveMember(m.name, "hardlink", m.linkname, m))
+        else:
+            what = "a character device" if m.ischr() else "a block device" if m.isblk() else "a FIFO" if m.isfifo() else "a special file"
+            raise UnsafeArchiveError(f"{archive}: member {m.name!r} is {what}; refusing to extract the archive (nothing was written)")
     return out
+
+
+def _plan(members: list[ArchiveMember], plan: ArchivePlan) -> list[PlannedStep]:
+    for member in members:
+        plan.add(member)
+    return plan.finish()
+
+
+def _symlink_into_place(target: str, where: Path) -> None:
+    """Create the link under a temporary name and rename it onto ``where`` (replacing a stale entry)."""
+    tmp = Path(tempfile.mktemp(prefix=f".{where.name}.", suffix=".lnk", dir=where.parent))  # noqa: S306 - symlink() fails on an existing name
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, where)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def _execute(root: Path, steps: list[PlannedStep], open_member: Opener) -> list[tuple[str, ...]]:
+    """Carry out the checked steps under the resolved ``root``; return the parts of the entries written."""
+    written: list[tuple[str, ...]] = []
+    for step in steps:
+        where = root.joinpath(*step.parts)
+        kind = step.member.kind
+        if kind == "dir":
+            where.mkdir(parents=True, exist_ok=True)
+            continue
+        where.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "symlink":
+            _symlink_into_place(step.member.target, where)
+        else:
+            with atomic_path(where, suffix=".tmp") as tmp:
+                if kind == "hardlink":
+                    assert step.source is not None
+                    shutil.copyfile(root.joinpath(*step.source), tmp)
+                else:
+                    with open_member(step.member) as src, open(tmp, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+        written.append(step.parts)
+    return written
 
 
 def extract_archive(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
-    """Extract a zip or tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz) into ``dest``; return the files written.
+    """Extract a zip or tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz) into ``dest``; return the entries written.
+
+    Every member is validated first (see the module docstring); the returned paths are the
+    resolved places of the files and links written, in archive order.
 
     Raises:
-        UnsafeArchiveError: a member would land outside ``dest`` (nothing is extracted then).
+        UnsafeArchiveError: a member is not allowed (nothing is written then; the message names
+            the archive, the member and the reason).
         ValueError: the file is neither a zip nor a tar archive.
     """
     archive, dest = Path(archive), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    plan = ArchivePlan(archive, dest)
     if zipfile.is_zipfile(archive):
-        files = _extract_zip(archive, dest)
+        with zipfile.ZipFile(archive) as zf:
+            steps = _plan(_zip_members(archive, zf, plan.path_max), plan)
+            dest.mkdir(parents=True, exist_ok=True)
+            parts = _execute(plan.root, steps, lambda m: zf.open(m.handle))  # type: ignore[arg-type]
     elif tarfile.is_tarfile(archive):
-        files = _extract_tar(archive, dest)
+        with tarfile.open(archive) as tf:
+            steps = _plan(_tar_members(archive, tf), plan)
+            dest.mkdir(parents=True, exist_ok=True)
+
+            def open_tar(m: ArchiveMember) -> IO[bytes]:
+                fh = tf.extractfile(m.handle)  # type: ignore[arg-type]
+                if fh is None:  # pragma: no cover - regular members always have data
+                    raise ValueError(f"{archive}: member {m.name!r} has no data")
+                return fh
+
+            parts = _execute(plan.root, steps, open_tar)
     else:
         raise ValueError(f"{archive} is neither a zip nor a tar archive; check the download URL")
+    files = [dest.joinpath(*p) for p in parts]
     log.info("extracted %d files from %s into %s", len(files), archive, dest)
     return files
