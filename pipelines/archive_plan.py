@@ -135,13 +135,14 @@ class ArchivePlan:
         resolved: list[str] = []
         queue = list(parts)
         hops = 0
+        via = ""  # the last link followed, for the message
         while queue:
             comp = queue.pop(0)
             if comp in ("", "."):
                 continue
             if comp == "..":
                 if not resolved:
-                    raise _Escape("goes above the extraction folder")
+                    raise _Escape("goes above the extraction folder" + (f" (through the link {via!r})" if via else ""))
                 resolved.pop()
                 continue
             here = (*resolved, comp)
@@ -149,6 +150,7 @@ class ArchivePlan:
             last = not queue
             if entry is not None and entry[0] == "symlink" and (follow_last or not last):
                 hops += 1
+                via = "/".join(here)
                 if hops > MAX_LINK_HOPS:
                     raise _Escape(f"goes through more than {MAX_LINK_HOPS} links (a loop)")
                 target = entry[1].replace("\\", "/")
