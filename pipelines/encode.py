@@ -108,12 +108,14 @@ class Mp4Writer:
         width, height: frame size in pixels (even numbers).
         fps: frames per second (constant frame rate).
         audio_rate: audio sample rate in Hz, or None for a video without an audio track.
+        audio_layout: the audio channel layout (FFmpeg's name: "mono", "stereo", "5.1", ...).
         crf: x264 constant rate factor (lower = better quality, bigger file).
         preset: x264 preset.
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: float | Fraction,
-                 audio_rate: int | None = 16000, crf: int = 23, preset: str = "veryfast") -> None:
+                 audio_rate: int | None = 16000, crf: int = 23, preset: str = "veryfast",
+                 audio_layout: str = "mono") -> None:
         if width % 2 or height % 2:
             raise ValueError(f"h264 needs even frame sizes, got {width}x{height}")
         self.path = Path(path)
@@ -132,7 +134,7 @@ class Mp4Writer:
         self._audio_pts = 0
         if audio_rate:
             a = self._container.add_stream("aac", rate=int(audio_rate))
-            a.layout = "mono"
+            a.layout = audio_layout
             a.codec_context.thread_count = 1
             self._audio = a
         with portable_ffmpeg_cpu():
@@ -150,11 +152,12 @@ class Mp4Writer:
         for packet in self._video.encode(frame):
             self._container.mux(packet)
     def write_audio(self, samples: np.ndarray) -> None:
-        """Append mono audio: float32 (n,) in [-1, 1] at ``audio_rate``."""
+        """Append audio: float32 (n,) mono or (channels, n) planar, in [-1, 1] at ``audio_rate``."""
         if self._audio is None:
             raise ValueError(f"{self.path}: this writer has no audio track")
-        data = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format="fltp", layout="mono")
+        layout = self._audio.layout
+        data = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0).reshape(layout.nb_channels, -1)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format="fltp", layout=layout.name)
         frame.sample_rate = int(self._audio_rate)  # type: ignore[arg-type]
         frame.pts = self._audio_pts
         frame.time_base = Fraction(1, int(self._audio_rate))  # type: ignore[arg-type]

@@ -204,14 +204,16 @@ def _curves_all(
 
 
 def _overlay_frames(frames: FrameSource | None, store: FeatureStore, clip_ids: list[str], device: torch.device,
-                    stack: contextlib.ExitStack) -> list[np.ndarray] | None:
-    """uint8 (T, S, S, 3) centre frame per segment of the overlay clips, or None when the videos are unreachable."""
+                    stack: contextlib.ExitStack) -> tuple[list[np.ndarray] | None, list[tuple[int, int]] | None]:
+    """uint8 (T, S, S, 3) centre frame per segment of the overlay clips and each clip's source (height, width),
+    or (None, None) when the videos are unreachable."""
     try:
         source = frames or stack.enter_context(FrameSource(store.card, device))
-        return [source.centre_frames(c) for c in clip_ids]
+        sizes = source.dataset.clips.set_index("clip_id").loc[clip_ids, ["height", "width"]].to_numpy()
+        return [source.centre_frames(c) for c in clip_ids], [(int(h), int(w)) for h, w in sizes]
     except Exception as exc:  # noqa: BLE001 - any reason the videos cannot be read: fall back to feature energy
         logger.info("overlays on feature energy: the dataset videos are not reachable (%s)", exc)
-        return None
+        return None, None
 
 
 def evaluate_run(config: EvaluateConfig) -> EvaluationSummary:
@@ -333,8 +335,10 @@ def _evaluate(cfg: EvaluateConfig, stack: contextlib.ExitStack) -> EvaluationSum
         classes=classes, accuracy=_nan_to_none(accuracy), explainers=names, reliability=reliability,
         reliability_clips=common, scores=scores, config=cfg.model_dump(mode="json"),
     )
-    overlay_frames = _overlay_frames(frames, store, clips.clip_id[: cfg.overlays], device, stack) if cfg.overlays else None
-    overlays = OverlayInputs(clips.clip_id, clips.visual.numpy(), segment_mask, explanations, boxes, overlay_frames, geometry)
+    overlay_frames, sizes = _overlay_frames(frames, store, clips.clip_id[: cfg.overlays], device, stack) if cfg.overlays else (None, None)
+    overlays = OverlayInputs(clips.clip_id, clips.visual.numpy(), segment_mask, explanations, boxes, overlay_frames, geometry,
+                             frame_sizes=sizes, event_segments=(segment_label != background) & segment_mask,
+                             segment_s=float(store.card.segment.get("segment_s", 1.0)))
     paths = write_report(Path(cfg.out), report, overlays)
     headline: dict[str, float | None] = {}
     for name, s in scores.items():

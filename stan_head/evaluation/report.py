@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 from pydantic import BaseModel
 
-from features.geometry import GridGeometry, upsample_to_frame
+from features.geometry import GridGeometry
 from pipelines.atomic import atomic_write_text
 from stan_head.evaluation.explainers import Explanation
-from stan_head.figures import save_png
+from stan_head.evaluation.report_figures import curves_figure, overlays_figure, pointing_figure
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +29,6 @@ REPORT_MD = "report.md"
 POINTING_PNG = "pointing.png"
 CURVES_PNG = "curves.png"
 OVERLAYS_PNG = "overlays.png"
-
-_UNIT_TITLES = {"regions": "regions (T×H×W cells)", "segments": "segments", "pixels": "regions, pixel space"}
-
 
 class ExplainerScores(BaseModel):
     """Every figure of one explainer (None = could not be scored, e.g. no boxes)."""
@@ -98,101 +93,9 @@ class OverlayInputs:
     boxes: Boxes
     frames: list[np.ndarray] | None
     geometry: GridGeometry | None = None
-
-
-def pointing_figure(report: EvaluationReport, path: Path) -> Path:
-    """Bar chart: pointing game (where) and temporal pointing (when) per explainer."""
-    names = report.explainers
-    where = [report.scores[n].pointing or 0.0 for n in names]
-    when = [report.scores[n].temporal_pointing or 0.0 for n in names]
-    x = np.arange(len(names))
-    fig = Figure(figsize=(1.3 * len(names) + 2, 3.6))
-    ax = fig.subplots()
-    b1 = ax.bar(x - 0.2, where, 0.4, label="pointing game (where, α / map)")
-    b2 = ax.bar(x + 0.2, when, 0.4, label="temporal pointing (when, β / score)")
-    for bars in (b1, b2):
-        for bar in bars:
-            ax.annotate(f"{bar.get_height():.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, names, rotation=20)
-    ax.set_ylim(0, 1.1)
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"Pointing, {report.split} split ({report.clips} clips)")
-    ax.legend(loc="upper right", fontsize=8)
-    return save_png(fig, path, dpi=90)
-
-
-def curves_figure(report: EvaluationReport, path: Path) -> Path:
-    """Mean deletion (top) and insertion (bottom) curves per explainer, one column per unit."""
-    units = [u for u in ("regions", "segments", "pixels") if any(u in s.curves for s in report.scores.values())]
-    fig = Figure(figsize=(4.6 * len(units), 7))
-    axes = fig.subplots(2, len(units), squeeze=False)
-    for col, unit in enumerate(units):
-        for row, kind in enumerate(("deletion", "insertion")):
-            ax = axes[row, col]
-            for name in report.explainers:
-                c = report.scores[name].curves.get(unit)
-                if c is None:
-                    continue
-                auc = report.scores[name].auc.get(f"{kind}_{unit}")
-                style = "--" if name in ("random", "centre") else "-"
-                ax.plot(c["fractions"], c[kind], style, label=f"{name} (AUC {_fmt(auc, 2)})")
-            ax.set_title(f"{kind} of {_UNIT_TITLES[unit]}")
-            ax.set_xlabel(f"fraction {'removed' if kind == 'deletion' else 'inserted'}")
-            ax.set_ylabel("p(target)")
-            ax.set_ylim(0, 1.02)
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_png(fig, path, dpi=90)
-
-
-def overlays_figure(inputs: OverlayInputs, count: int, path: Path) -> Path:
-    """Spatial maps of the main explainers over each segment of the first ``count`` clips.
-
-    Background: the decoded centre frame of each segment when ``inputs.frames`` is given, else the
-    feature energy ‖v_thw‖ of the cached features. Boxes in white; the panel title gives the
-    temporal score. ``inputs.geometry`` places the maps' cells at the extractor's real centres
-    (the naive tiling when None).
-    """
-    explanations, frames, boxes = inputs.explanations, inputs.frames, inputs.boxes
-    shown = [n for n in ("attention", "gradcam", "step", "step_pixel") if n in explanations] or list(explanations)[:1]
-    count = min(count, len(inputs.clip_id))
-    t = inputs.visual.shape[1]
-    rows = count * len(shown)
-    fig = Figure(figsize=(1.35 * t, 1.5 * rows))
-    axes = fig.subplots(rows, t, squeeze=False)
-    size = (112, 112)
-    geometry = inputs.geometry or GridGeometry.naive(*inputs.visual.shape[2:4])
-    for ci in range(count):
-        if frames is not None:
-            bg = [f for f in frames[ci]]
-            size = bg[0].shape[:2]
-        else:
-            energy = np.linalg.norm(inputs.visual[ci].astype(np.float32), axis=-1)
-            bg = list(upsample_to_frame(energy, size, geometry))
-        for ei, name in enumerate(shown):
-            exp = explanations[name]
-            if ci >= len(exp.spatial):
-                continue
-            maps = upsample_to_frame(exp.spatial[ci], size, geometry)
-            r = ci * len(shown) + ei
-            for s in range(t):
-                ax = axes[r, s]
-                ax.imshow(bg[s], cmap=None if frames is not None else "gray")
-                m = maps[s]
-                rng = m.max() - m.min()
-                ax.imshow((m - m.min()) / (rng if rng > 0 else 1.0), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-                for (x0, y0, x1, y1) in boxes.xyxy[(boxes.rows == ci) & (boxes.segments == s)]:
-                    ax.add_patch(Rectangle((x0 * size[1], y0 * size[0]), (x1 - x0) * size[1], (y1 - y0) * size[0],
-                                           fill=False, edgecolor="white", linewidth=1.2))
-                ax.set_title(f"t{s} {exp.temporal[ci, s]:.2f}", fontsize=6)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if not inputs.segment_mask[ci, s]:
-                    ax.set_facecolor("black")
-            axes[r, 0].set_ylabel(f"{inputs.clip_id[ci][:12]}\n{name}", fontsize=6)
-    fig.suptitle("spatial maps over " + ("frames" if frames is not None else "feature energy") + " (boxes white)", fontsize=9)
-    return save_png(fig, path, dpi=90)
+    frame_sizes: list[tuple[int, int]] | None = None  # source (height, width) per clip: figures keep its aspect
+    event_segments: np.ndarray | None = None  # bool (n, T): annotated event segments, outlined in the figure
+    segment_s: float = 1.0
 
 
 def _markdown(report: EvaluationReport, figures: list[Path]) -> str:

@@ -1,0 +1,295 @@
+"""The evaluation report's figures: ``pointing.png``, ``curves.png`` and ``overlays.png``.
+
+* :func:`pointing_figure` — pointing game (where) and temporal pointing (when) per explainer;
+  a metric that could not be scored (no boxes, no event segments) is drawn as "n/a", not as 0.
+* :func:`curves_figure` — the mean deletion (top) and insertion (bottom) curves of every unit
+  the report holds (one column per unit, whatever units the report has), AUC in the legend.
+* :func:`overlays_figure` — each explainer's spatial map over the decoded centre frame of every
+  segment of the first clips, at the clip's own aspect ratio, with a colour bar, the annotated
+  boxes (when there are any) and the event segments outlined. Segments past a clip's end are left
+  out (no padding panels).
+
+Each ``build_*`` function returns the :class:`~matplotlib.figure.Figure` (what the tests inspect);
+the function without ``build_`` saves it. Text sizes and the heat map come from
+:mod:`stan_head.figures`. The report's types are only annotations here (``report.py`` calls this
+module), so there is no import cycle.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib import patheffects
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from features.geometry import GridGeometry, upsample_to_frame
+from stan_head.figures import (
+    FONT_PT,
+    SMALL_PT,
+    TITLE_PT,
+    add_colourbar,
+    blend_heat,
+    display_size,
+    new_figure,
+    resize_rgb,
+    save_png,
+)
+
+if TYPE_CHECKING:
+    from stan_head.evaluation.report import EvaluationReport, OverlayInputs
+
+__all__ = ["BASELINE_NAMES", "UNIT_TITLES", "build_curves_figure", "build_overlays_figure", "build_pointing_figure",
+           "curves_figure", "explainer_colours", "overlays_figure", "pointing_figure"]
+
+#: Explainers drawn dashed: the baselines every report carries.
+BASELINE_NAMES = ("random", "centre")
+#: Column titles of the known deletion/insertion units; any other unit is titled by its own name.
+UNIT_TITLES = {"regions": "regions (T×H×W feature cells)", "segments": "whole segments",
+               "pixels": "regions, in pixel space"}
+#: Overlay opacity at the top of the colour scale (it falls to 0 at the bottom).
+OVERLAY_OPACITY = 0.8
+#: Panel height in inches of the overlay grid.
+_PANEL_IN = 1.25
+_BOX_COLOUR = "cyan"
+_EVENT_COLOUR = "limegreen"
+
+
+def explainer_colours(names: list[str]) -> dict[str, tuple[float, ...]]:
+    """One colour per explainer, the same in every figure of a report (baselines in greys)."""
+    palette = colormaps["tab10"].colors
+    out: dict[str, tuple[float, ...]] = {}
+    i = 0
+    for name in names:
+        if name == "random":
+            out[name] = (0.45, 0.45, 0.45)
+        elif name == "centre":
+            out[name] = (0.7, 0.7, 0.7)
+        else:
+            out[name] = tuple(palette[i % len(palette)])
+            i += 1
+    return out
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+# pointing ------------------------------------------------------------------------------------
+def build_pointing_figure(report: "EvaluationReport") -> Figure:
+    """Bars of the pointing game and of temporal pointing per explainer; "n/a" where a metric is None."""
+    names = report.explainers
+    metrics = [("pointing game (where: map vs. boxes)", "pointing", "tab:blue"),
+               ("temporal pointing (when: score vs. event segments)", "temporal_pointing", "tab:orange")]
+    x = np.arange(len(names))
+    fig = new_figure(max(5.5, 1.1 * len(names) + 2.5), 4.2)
+    ax = fig.subplots()
+    width = 0.38
+    missing: set[str] = set()
+    for k, (label, attr, colour) in enumerate(metrics):
+        pos = x + (k - 0.5) * width
+        vals = [getattr(report.scores[n], attr) for n in names]
+        heights = [0.0 if v is None else v for v in vals]
+        bars = ax.bar(pos, heights, width, label=label, color=colour)
+        for bar, v in zip(bars, vals):
+            cx = bar.get_x() + bar.get_width() / 2
+            if v is None:
+                missing.add(label.split(" (")[0])
+                ax.annotate("n/a", (cx, 0.02), ha="center", va="bottom", fontsize=SMALL_PT, color="0.35", rotation=90)
+            else:
+                ax.annotate(f"{v:.2f}", (cx, v), ha="center", va="bottom", fontsize=SMALL_PT)
+    ax.set_xticks(x, names, rotation=20, ha="right", fontsize=FONT_PT)
+    ax.tick_params(axis="y", labelsize=SMALL_PT)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("fraction of hits", fontsize=FONT_PT)
+    ax.set_title(f"Pointing on the {report.split} split ({report.clips} clips)", fontsize=TITLE_PT)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=1, fontsize=SMALL_PT, frameon=False)
+    if missing:
+        ax.text(0.99, 0.98, "n/a: not scorable on this split (" + ", ".join(sorted(missing)) + ": no annotations)",
+                transform=ax.transAxes, ha="right", va="top", fontsize=SMALL_PT, color="0.35")
+    return fig
+
+
+def pointing_figure(report: "EvaluationReport", path: Path) -> Path:
+    """``pointing.png``: see :func:`build_pointing_figure`."""
+    return save_png(build_pointing_figure(report), path)
+
+
+# curves --------------------------------------------------------------------------------------
+def report_units(report: "EvaluationReport") -> list[str]:
+    """Every deletion/insertion unit the report holds curves for: the known ones first, then the rest in report order."""
+    seen: list[str] = []
+    for name in report.explainers:
+        for unit in report.scores[name].curves:
+            if unit not in seen:
+                seen.append(unit)
+    known = [u for u in UNIT_TITLES if u in seen]
+    return known + [u for u in seen if u not in UNIT_TITLES]
+
+
+def _unit_title(unit: str) -> str:
+    return UNIT_TITLES.get(unit, unit.replace("_", " "))
+
+
+def build_curves_figure(report: "EvaluationReport") -> Figure:
+    """Mean deletion (top row) and insertion (bottom row) curves, one column per unit, AUC per explainer in the legend."""
+    units = report_units(report)
+    colours = explainer_colours(report.explainers)
+    fig = new_figure(max(4.8, 4.4 * len(units)), 8.2)
+    if not units:
+        ax = fig.subplots()
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no deletion/insertion curves in this report", ha="center", va="center", fontsize=FONT_PT)
+        return fig
+    axes = fig.subplots(2, len(units), squeeze=False)
+    for col, unit in enumerate(units):
+        for row, kind in enumerate(("deletion", "insertion")):
+            ax = axes[row, col]
+            for name in report.explainers:
+                c = report.scores[name].curves.get(unit)
+                if c is None or kind not in c:
+                    continue
+                auc = report.scores[name].auc.get(f"{kind}_{unit}")
+                ax.plot(c["fractions"], c[kind], "--" if name in BASELINE_NAMES else "-", color=colours[name],
+                        linewidth=1.6, label=f"{name} (AUC {_fmt(auc)})")
+            better = "lower is better" if kind == "deletion" else "higher is better"
+            ax.set_title(f"{kind} of {_unit_title(unit)}\n(AUC: {better})", fontsize=FONT_PT)
+            ax.set_xlabel(f"fraction of the clip {'removed' if kind == 'deletion' else 'inserted'}, most relevant first",
+                          fontsize=SMALL_PT)
+            ax.set_ylabel("p(target class)", fontsize=FONT_PT)
+            ax.set_ylim(0, 1.02)
+            ax.set_xlim(0, 1)
+            ax.tick_params(labelsize=SMALL_PT)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=SMALL_PT, loc="upper right" if kind == "deletion" else "lower right", framealpha=0.85)
+    fig.suptitle(f"Deletion / insertion, {report.split} split ({report.clips} clips; mean over clips)", fontsize=TITLE_PT)
+    return fig
+
+
+def curves_figure(report: "EvaluationReport", path: Path) -> Path:
+    """``curves.png``: see :func:`build_curves_figure`."""
+    return save_png(build_curves_figure(report), path)
+
+
+# overlays ------------------------------------------------------------------------------------
+def _shown_explainers(inputs: "OverlayInputs") -> list[str]:
+    return [n for n in ("attention", "gradcam", "step", "step_pixel") if n in inputs.explanations] or list(inputs.explanations)[:1]
+
+
+def _clip_size(inputs: "OverlayInputs", ci: int, square: int) -> tuple[int, int]:
+    """(h, w) to draw clip ``ci`` at: its source aspect, the shorter side ``square`` px."""
+    sizes = getattr(inputs, "frame_sizes", None)
+    if not sizes or ci >= len(sizes) or sizes[ci] is None:
+        return square, square
+    h, w = sizes[ci]
+    scale = square / min(h, w)
+    return display_size(int(round(h * scale)), int(round(w * scale)))
+
+
+def _row_normalised(maps: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(T, h, w) -> [0, 1] over the valid segments of one row (one scale across the row, so segments compare)."""
+    if not valid.any():
+        return np.zeros_like(maps)
+    lo, hi = float(maps[valid].min()), float(maps[valid].max())
+    return (maps - lo) / (hi - lo if hi > lo else 1.0)
+
+
+def _when_share(temporal: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A row's temporal scores as shares of their total over the valid segments (shifted to be ≥ 0)."""
+    t = np.asarray(temporal, np.float64).copy()
+    if not valid.any():
+        return np.zeros_like(t)
+    t = t - min(0.0, float(t[valid].min()))
+    total = float(t[valid].sum())
+    return np.where(valid, t / total if total > 0 else 1.0 / valid.sum(), 0.0)
+
+
+def build_overlays_figure(inputs: "OverlayInputs", count: int) -> Figure:
+    """Spatial maps of the main explainers over each segment of the first ``count`` clips (see the module doc)."""
+    explanations, frames, boxes = inputs.explanations, inputs.frames, inputs.boxes
+    shown = _shown_explainers(inputs)
+    count = min(count, len(inputs.clip_id))
+    mask = np.asarray(inputs.segment_mask, bool)
+    cols = int(max(1, max((np.flatnonzero(mask[ci]).max() + 1 if mask[ci].any() else 1) for ci in range(count)))) if count else 1
+    segment_s = float(getattr(inputs, "segment_s", 1.0) or 1.0)
+    events = getattr(inputs, "event_segments", None)
+    geometry = inputs.geometry or GridGeometry.naive(*inputs.visual.shape[2:4])
+    square = frames[0].shape[1] if frames is not None and len(frames) else 112
+    sizes = [_clip_size(inputs, ci, square) for ci in range(count)]
+    aspect = max((w / h for h, w in sizes), default=1.0)
+    rows = max(1, count * len(shown))
+    fig = new_figure(1.6 + cols * _PANEL_IN * aspect + 1.0, 1.2 + rows * (_PANEL_IN + 0.12))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    any_box = any_event = False
+    for ci in range(count):
+        h, w = sizes[ci]
+        valid = mask[ci, :cols]
+        if frames is not None:
+            bg = [resize_rgb(f, (h, w)) for f in frames[ci][:cols]]
+        else:
+            energy = np.linalg.norm(inputs.visual[ci, :cols].astype(np.float32), axis=-1)
+            e = upsample_to_frame(energy, (h, w), geometry)
+            e = (255 * (e - e.min()) / max(float(e.max() - e.min()), 1e-12)).astype(np.uint8)
+            bg = [np.repeat(x[..., None], 3, axis=-1) for x in e]
+        for ei, name in enumerate(shown):
+            exp = explanations[name]
+            r = ci * len(shown) + ei
+            if ci >= len(exp.spatial):
+                for ax in axes[r]:
+                    ax.set_axis_off()
+                continue
+            maps = _row_normalised(upsample_to_frame(exp.spatial[ci][:cols], (h, w), geometry), valid)
+            share = _when_share(exp.temporal[ci][:cols], valid)
+            floor = float(maps[valid].mean()) if valid.any() else 0.0
+            for s in range(cols):
+                ax = axes[r, s]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(f"{s * segment_s:g}–{(s + 1) * segment_s:g} s", fontsize=SMALL_PT)
+                if not valid[s]:
+                    ax.set_axis_off()
+                    if s == int(valid.sum()):
+                        ax.text(0.5, 0.5, "clip ended", transform=ax.transAxes, ha="center", va="center",
+                                fontsize=SMALL_PT, color="0.4")
+                    continue
+                ax.imshow(blend_heat(bg[s], maps[s], OVERLAY_OPACITY, floor=floor), extent=(0, w, h, 0),
+                          interpolation="antialiased")
+                ax.set_xlim(0, w)
+                ax.set_ylim(h, 0)
+                for (x0, y0, x1, y1) in boxes.xyxy[(boxes.rows == ci) & (boxes.segments == s)]:
+                    ax.add_patch(Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False,
+                                           edgecolor=_BOX_COLOUR, linewidth=1.4,
+                                           path_effects=[patheffects.withStroke(linewidth=2.6, foreground="black")]))
+                    any_box = True
+                if events is not None and ci < len(events) and bool(events[ci][s]):
+                    any_event = True
+                    for spine in ax.spines.values():
+                        spine.set_edgecolor(_EVENT_COLOUR)
+                        spine.set_linewidth(2.5)
+                ax.text(0.03, 0.04, f"{share[s]:.2f}", transform=ax.transAxes, fontsize=SMALL_PT, ha="left",
+                        va="bottom", color="black", bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
+            label = "\n".join(textwrap.wrap(inputs.clip_id[ci], 14)[:3])
+            axes[r, 0].set_ylabel(f"{label}\n{name}", fontsize=SMALL_PT, rotation=0, ha="right", va="center", labelpad=6)
+            if not valid[0]:  # the label needs a visible axis: keep it even when segment 0 is padding
+                axes[r, 0].set_axis_on()
+    add_colourbar(fig, axes, 0.0, 1.0, "relevance, each row scaled to its min–max\n(transparent below the row's mean)",
+                  fraction=0.02)
+    background = "the decoded centre frame of each segment" if frames is not None else \
+        "the feature energy ‖v‖ (videos not reachable)"
+    notes = ["badge: the explainer's 'when' score as a share of the clip's total"]
+    if any_box:
+        notes.append(f"{_BOX_COLOUR} boxes: annotated sounding object")
+    if any_event:
+        notes.append("green frame: annotated event segment")
+    fig.suptitle(f"Where each explainer looks, over {background}\n" + "; ".join(notes), fontsize=FONT_PT)
+    return fig
+
+
+def overlays_figure(inputs: "OverlayInputs", count: int, path: Path) -> Path:
+    """``overlays.png``: see :func:`build_overlays_figure`."""
+    return save_png(build_overlays_figure(inputs, count), path)
