@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -73,10 +74,11 @@ def _handler(state: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 return
             queue = state.faults.get(path, [])
             fault = queue.pop(0) if queue and not head_only else None
+            etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'  # a strong validator; If-Range honoured below
             if fault == "wrong":
                 body = bytes((b + 1) % 256 for b in body)
             start = 0
-            if rng and fault != "norange" and rng.startswith("bytes="):
+            if rng and fault != "norange" and rng.startswith("bytes=") and self.headers.get("If-Range", etag) == etag:
                 start = int(rng[6:].split("-", 1)[0])
             if start >= len(body) and start:
                 self.send_response(416)
@@ -89,6 +91,7 @@ def _handler(state: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
             self.send_header("Accept-Ranges", "bytes")
+            self.send_header("ETag", etag)
             self.send_header("Content-Type", "video/mp4" if path.endswith(".mp4") else "application/octet-stream")
             self.send_header("Content-Length", str(len(chunk)))
             self.end_headers()

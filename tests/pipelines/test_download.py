@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import pytest
 
-from pipelines.download import ChecksumError, DownloadError, download
+from pipelines.download import ChecksumError, DownloadError, download, record_path
 
 BODY = os.urandom(3 * 1024 * 1024 + 123)
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -31,10 +32,10 @@ def test_dropped_connection_resumes_with_range(http_server, tmp_path) -> None:
     assert dest.read_bytes() == BODY
     ranges = [r for p, r in http_server.requests if p == "/f.bin"]
     assert ranges[0] is None and len(ranges) == 3
-    # each retry asked only for the bytes still missing (what was received, up to the last whole chunk)
+    # each retry asked only for the bytes still missing: every byte received before a drop was kept
     first, second = (int(r[len("bytes="):-1]) for r in ranges[1:])
-    assert len(BODY) // 2 - 65536 < first <= len(BODY) // 2
-    assert first < second < len(BODY)
+    assert first == len(BODY) // 2
+    assert second == first + (len(BODY) - first) // 2
 
 
 def test_server_ignoring_range_restarts_from_zero(http_server, tmp_path) -> None:
@@ -44,12 +45,32 @@ def test_server_ignoring_range_restarts_from_zero(http_server, tmp_path) -> None
     assert dest.read_bytes() == BODY
 
 
-def test_part_file_from_a_crashed_run_is_resumed(http_server, tmp_path) -> None:
+def test_part_file_from_a_crashed_run_is_resumed_with_if_range(http_server, tmp_path) -> None:
     http_server.files["/f.bin"] = BODY
-    (tmp_path / "f.bin.part").write_bytes(BODY[:1000])
+    http_server.faults["/f.bin"] = ["drop"]
+    with pytest.raises(DownloadError, match="is kept"):
+        download(http_server.url("/f.bin"), tmp_path / "f.bin", sha256=SHA, retries=0)
+    assert (tmp_path / "f.bin.part").stat().st_size == len(BODY) // 2
     download(http_server.url("/f.bin"), tmp_path / "f.bin", sha256=SHA)
-    assert http_server.requests == [("/f.bin", "bytes=1000-")]
+    assert http_server.requests[1] == ("/f.bin", f"bytes={len(BODY) // 2}-")
     assert (tmp_path / "f.bin").read_bytes() == BODY
+    assert sorted(os.listdir(tmp_path)) == ["f.bin", "f.bin.download.json"]
+
+
+def test_part_file_without_its_record_is_not_trusted(http_server, tmp_path) -> None:
+    http_server.files["/f.bin"] = BODY
+    (tmp_path / "f.bin.part").write_bytes(b"x" * 1000)  # not the start of BODY: resuming would splice it in
+    download(http_server.url("/f.bin"), tmp_path / "f.bin", sha256=SHA)
+    assert http_server.requests == [("/f.bin", None)]
+    assert (tmp_path / "f.bin").read_bytes() == BODY
+
+
+def test_without_a_sha256_the_file_is_recorded_as_unverified(http_server, tmp_path, caplog) -> None:
+    http_server.files["/f.bin"] = BODY
+    dest = download(http_server.url("/f.bin"), tmp_path / "f.bin")
+    record = json.loads(record_path(dest).read_text())
+    assert record["sha256"] == SHA and record["verified"] is False and record["bytes"] == len(BODY)
+    assert any("unverified" in r.getMessage() and SHA in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
 
 
 def test_wrong_body_is_a_checksum_error_that_leaves_nothing(http_server, tmp_path) -> None:
@@ -69,6 +90,8 @@ def test_existing_wrong_file_is_replaced(http_server, tmp_path) -> None:
     dest = tmp_path / "f.bin"
     dest.write_bytes(b"stale")
     assert download(http_server.url("/f.bin"), dest, sha256=SHA).read_bytes() == BODY
+    dest.write_bytes(b"stale")  # without a sha256 the stale file is not in the record: replaced too
+    assert download(http_server.url("/f.bin"), dest).read_bytes() == BODY
 
 
 def test_http_404_fails_fast_with_the_url(http_server, tmp_path) -> None:
