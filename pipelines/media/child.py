@@ -30,7 +30,7 @@ from pipelines.media.protocol import (
 )
 from pipelines.segments import SegmentSpec, audio_bounds, frame_times, segment_mask
 
-__all__ = ["probe_file", "decode_into", "serve", "main"]
+__all__ = ["probe_file", "probe_audio", "decode_into", "serve", "main", "PROBE_AUDIO_S"]
 
 
 def _open_audio(path: str, rate: int) -> np.ndarray | None:
@@ -45,17 +45,42 @@ def _open_audio(path: str, rate: int) -> np.ndarray | None:
     return np.ascontiguousarray(samples.reshape(-1), dtype=np.float32)
 
 
-def _native_audio_rate(path: str) -> int | None:
-    """Native sample rate of the first audio stream (PyAV reads only the header)."""
-    try:
-        import av
+#: seconds of audio a probe decodes to check that the track decodes (never the whole track)
+PROBE_AUDIO_S = 1.0
 
+
+def probe_audio(path: str, window_s: float = PROBE_AUDIO_S) -> tuple[int | None, float | None, float]:
+    """The first audio stream's native rate and duration from the container's header, checked by
+    decoding its first ``window_s`` seconds only (PyAV); (None, None, 0.0) without a decodable one.
+
+    Returns (native rate in Hz, duration in seconds, seconds of audio decoded). The duration is
+    the stream's (or, when the stream gives none, the container's); a long video costs the same
+    as a short one here.
+    """
+    import av
+
+    try:
         with av.open(path) as container:
-            if container.streams.audio:
-                return int(container.streams.audio[0].rate or 0) or None
-    except Exception:  # noqa: BLE001 - metadata only; decord is the authority on decodability
-        return None
-    return None
+            if not container.streams.audio:
+                return None, None, 0.0
+            stream = container.streams.audio[0]
+            rate = int(stream.rate or 0) or None
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / av.time_base
+            else:
+                duration = None
+            decoded = 0.0
+            for frame in container.decode(stream):
+                decoded += frame.samples / float(frame.sample_rate or rate or 1)
+                if decoded >= window_s:
+                    break
+    except (av.error.FFmpegError, OSError, ValueError):   # an undecodable audio track counts as none
+        return None, None, 0.0
+    if decoded == 0.0:
+        return None, None, 0.0
+    return rate, duration, decoded
 
 
 def _video_times(vr: Any) -> tuple[np.ndarray, float, float]:
@@ -72,7 +97,9 @@ def _video_times(vr: Any) -> tuple[np.ndarray, float, float]:
 
 
 def probe_file(path: str, num_threads: int, audio_rate: int) -> MediaInfo:
-    """Open ``path`` with decord: the first and last frame (a truncated stream fails there) and the audio."""
+    """Open ``path`` with decord and decode its first and last frame (a truncated stream fails there);
+    the audio track's header and first second (:func:`probe_audio`). Reads the same few frames and
+    one second of audio whatever the file's length. ``audio_rate`` is unused (kept for the protocol)."""
     import decord
 
     vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
@@ -82,8 +109,8 @@ def probe_file(path: str, num_threads: int, audio_rate: int) -> MediaInfo:
     _, duration, fps = _video_times(vr)
     first = vr[0].asnumpy()
     vr.get_batch([n - 1]).asnumpy()
-    audio = _open_audio(path, audio_rate)
-    has_audio = audio is not None
+    rate, audio_duration, _ = probe_audio(path)
+    has_audio = rate is not None
     return MediaInfo(
         duration_s=round(duration, 6),
         fps=round(fps, 6),
@@ -91,8 +118,8 @@ def probe_file(path: str, num_threads: int, audio_rate: int) -> MediaInfo:
         width=int(first.shape[1]),
         height=int(first.shape[0]),
         has_audio=has_audio,
-        audio_sample_rate=_native_audio_rate(path) if has_audio else None,
-        audio_duration_s=round(len(audio) / audio_rate, 6) if audio is not None else None,
+        audio_sample_rate=rate,
+        audio_duration_s=round(audio_duration, 6) if audio_duration is not None else None,
     )
 
 

@@ -23,7 +23,7 @@ _MAGIC = (
     (0, b"\x47"),  # mpeg-ts sync byte (weak)
 )
 
-ERROR_CODES = ("missing_file", "empty_file", "not_video", "truncated", "corrupt", "timeout", "crashed")
+ERROR_CODES = ("missing_file", "empty_file", "not_video", "no_video_stream", "truncated", "corrupt", "timeout", "crashed")
 
 
 class MediaError(RuntimeError):
@@ -32,7 +32,7 @@ class MediaError(RuntimeError):
     Attributes:
         path: the file.
         error: a short code, one of :data:`ERROR_CODES`: ``missing_file``, ``empty_file``,
-            ``not_video``, ``truncated``, ``corrupt``, ``timeout`` or ``crashed``.
+            ``not_video``, ``no_video_stream`` (a container with audio only), ``truncated``, ``corrupt``, ``timeout`` or ``crashed``.
         message: what is wrong and what a person can do about it.
     """
 
@@ -87,6 +87,7 @@ def explain(path: Path, error: str, detail: str = "", timeout_s: float | None = 
         "missing_file": f"{name} does not exist; put the video there or remove its row from the annotations",
         "empty_file": f"{name} is empty (0 bytes); re-copy or re-download it, or remove its row from the annotations",
         "not_video": f"{name} is not a video file (its content is text or an unknown format); replace it with the real video or remove its row",
+        "no_video_stream": f"{name} has no video stream ({detail or 'audio only'}); it cannot give frames: use the video it was cut from, or remove its row",
         "truncated": f"{name} is truncated or was not finished writing ({detail}); re-download or re-copy the complete file",
         "corrupt": f"{name} cannot be decoded ({detail}); re-download it or re-encode it (e.g. to h264 + AAC mp4)",
         "timeout": f"{name}: decoding did not finish within {timeout_s} s and was stopped; the file is probably damaged: re-download or re-encode it",
@@ -123,9 +124,24 @@ def diagnose(path: Path, child_error: str, frame_size: int | None = None) -> Med
         return explain(path, "truncated", "its mp4 boxes end early or the 'moov' index is missing")
     if "moov atom not found" in child_error:
         return explain(path, "truncated", _first_line(child_error))
+    if "cannot find video stream" in child_error:   # decord's words for a container without video
+        return explain(path, "no_video_stream", _streams(path))
     if not _has_magic(head, weak=True):
         return explain(path, "not_video")
     return explain(path, "corrupt", _first_line(child_error))
+
+
+def _streams(path: Path) -> str:
+    """What the container holds instead, e.g. "streams: 1 audio (aac, 44100 Hz)"; "" when unreadable."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            parts = [f"{s.type} ({s.codec_context.name}" + (f", {s.rate} Hz)" if s.type == "audio" else ")")
+                     for s in container.streams]
+    except Exception:  # noqa: BLE001 - only words for the message
+        return ""
+    return "streams: " + ", ".join(parts) if parts else "no streams"
 
 
 def _mp4_incomplete(path: Path) -> bool:

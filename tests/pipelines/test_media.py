@@ -212,3 +212,56 @@ def test_the_decoder_child_is_the_protocol_module(media_files) -> None:
     with ClipDecoder() as dec:
         dec.probe(media_files.bikes)
         assert psutil.Process(dec.pid).cmdline()[-2:] == ["-m", CHILD_MODULE]
+
+
+def _write_mp4(path, seconds: int, video: bool = True, audio: bool = True, rate: int = 8000) -> None:
+    """A valid mp4 (PyAV): 32 px video at 1 fps and/or a mono AAC tone, ``seconds`` long."""
+    import av
+
+    with av.open(str(path), "w", format="mp4") as c:
+        v = c.add_stream("libx264", rate=1) if video else None
+        a = c.add_stream("aac", rate=rate, layout="mono") if audio else None
+        if v is not None:
+            v.width = v.height = 32
+            v.pix_fmt = "yuv420p"
+            for i in range(seconds):
+                frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), i % 255, np.uint8), format="rgb24")
+                frame.pts = i
+                for packet in v.encode(frame):
+                    c.mux(packet)
+            for packet in v.encode(None):
+                c.mux(packet)
+        if a is not None:
+            chunk = (0.2 * np.sin(2 * np.pi * 220 * np.arange(rate * 10) / rate)).astype(np.float32).reshape(1, -1)
+            for k in range(seconds // 10):
+                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+                frame.sample_rate, frame.pts = rate, k * chunk.shape[1]
+                for packet in a.encode(frame):
+                    c.mux(packet)
+            for packet in a.encode(None):
+                c.mux(packet)
+
+
+@pytest.mark.slow
+def test_probing_a_20_minute_video_decodes_one_second_of_its_audio(tmp_path) -> None:
+    from pipelines.media.child import PROBE_AUDIO_S, probe_audio
+
+    long = tmp_path / "twenty_minutes.mp4"
+    _write_mp4(long, 1200)
+    rate, duration, decoded = probe_audio(str(long))
+    assert rate == 8000 and duration == pytest.approx(1200.0, abs=0.5)
+    assert decoded <= PROBE_AUDIO_S + 0.2   # the header gives the length; only the first second is decoded
+    info = probe(long, timeout_s=60)
+    assert info.has_audio and info.audio_sample_rate == 8000
+    assert info.duration_s == pytest.approx(1200.0, abs=1.0) and info.audio_duration_s == pytest.approx(1200.0, abs=0.5)
+
+
+def test_an_audio_only_mp4_is_named_as_such(tmp_path) -> None:
+    sound = tmp_path / "soundtrack.mp4"
+    _write_mp4(sound, 10, video=False)
+    for call in (lambda d: d.probe(sound), lambda d: d.decode(sound, SegmentSpec(frame_size=32))):
+        with ClipDecoder() as dec, pytest.raises(MediaError) as err:
+            call(dec)
+        assert err.value.error == "no_video_stream"
+        assert str(sound) in err.value.message and "no video stream" in err.value.message
+        assert "audio (aac, 8000 Hz)" in err.value.message and "wanted index" not in err.value.message
