@@ -1,5 +1,5 @@
 """Prefect artifacts from the stages' summaries: tables of counts, failures, throughput and
-metrics, and Markdown pages that link (and show) the images a stage wrote.
+metrics, and Markdown pages that show the images a stage wrote (embedded as data URIs).
 
 Artifact keys are stable per stage and output (lowercase letters, digits and dashes), so the UI
 shows the history of one store or one run under one key.
@@ -7,7 +7,9 @@ shows the history of one store or one run under one key.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -56,13 +58,34 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Images larger than this are embedded scaled down (the Prefect UI keeps artifacts in its database).
+EMBED_MAX_BYTES = 1_500_000
+_EMBED_MAX_SIDE = 1600
+
+
+def _image_data_uri(path: Path) -> str:
+    """``data:image/png;base64,...`` of ``path`` (scaled down to at most 1600 px a side when over EMBED_MAX_BYTES)."""
+    raw = path.read_bytes()
+    if len(raw) > EMBED_MAX_BYTES:
+        from PIL import Image  # pillow comes with matplotlib
+
+        with Image.open(io.BytesIO(raw)) as img:
+            img.thumbnail((_EMBED_MAX_SIDE, _EMBED_MAX_SIDE))
+            buf = io.BytesIO()
+            img.convert("RGB").save(buf, format="JPEG", quality=85)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    kind = {".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg+xml"}.get(path.suffix.lower(), "png")
+    return f"data:image/{kind};base64," + base64.b64encode(raw).decode("ascii")
+
+
 def images_markdown(title: str, images: Iterable[Path], limit: int = 12) -> str:
-    """Markdown that shows each image inline and links its file (``file://`` absolute paths)."""
+    """Markdown that shows each image inline, embedded as a data URI (the Prefect UI cannot open ``file://``
+    links), with the file's absolute path as text."""
     parts = [f"# {title}\n"]
     for i, img in enumerate(images):
         if i >= limit:
             parts.append("\n… and more in the same folder.\n")
             break
-        uri = Path(img).resolve().as_uri()
-        parts.append(f"\n**{Path(img).name}** — [{uri}]({uri})\n\n![{Path(img).name}]({uri})\n")
+        path = Path(img).resolve()
+        parts.append(f"\n**{path.name}** — `{path}`\n\n![{path.name}]({_image_data_uri(path)})\n")
     return "".join(parts)

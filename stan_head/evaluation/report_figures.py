@@ -107,7 +107,7 @@ def build_pointing_figure(report: "EvaluationReport") -> Figure:
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("fraction of hits", fontsize=FONT_PT)
     ax.set_title(f"Pointing on the {report.split} split ({report.clips} clips)", fontsize=TITLE_PT)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=1, fontsize=SMALL_PT, frameon=False)
+    fig.legend(loc="outside lower center", ncol=1, fontsize=SMALL_PT, frameon=False)
     if missing:
         ax.text(0.99, 0.98, "n/a: not scorable on this split (" + ", ".join(sorted(missing)) + ": no annotations)",
                 transform=ax.transAxes, ha="right", va="top", fontsize=SMALL_PT, color="0.35")
