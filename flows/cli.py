@@ -274,6 +274,11 @@ def features_info(store: Path) -> None:
             click.echo(f"  {row.get('clip_id')} [{row.get('stage')}/{row.get('error')}]: {row.get('message')}")
 
 
+from flows.cli_ave import export_ave_cmd  # noqa: E402 - `features export-ave` (AVE interop) lives in its own module
+
+features.add_command(export_ave_cmd)
+
+
 # --------------------------------------------------------------------------- head
 
 @main.command(context_settings=CONTEXT)
