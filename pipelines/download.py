@@ -126,6 +126,13 @@ def _resume_offset(url: str, part: Path, state_path: Path) -> tuple[int, dict[st
     return size, state
 
 
+def _resume_state_ok(url: str, part: Path, state_path: Path) -> bool:
+    """Whether the part file has a record that allows resuming it (same URL, a validator, a known length)."""
+    state = _read_json(state_path)
+    return (part.is_file() and state is not None and state.get("url") == url
+            and bool(state.get("etag") or state.get("last_modified")) and isinstance(state.get("total"), int))
+
+
 def _check_resume_reply(resp: requests.Response, offset: int, state: dict[str, Any]) -> int:
     """Validate a 206 answer to a resume; return the total length or raise :class:`_Restart`."""
     cr = _parse_content_range(resp.headers.get("Content-Range", ""))
@@ -296,14 +303,18 @@ def download(
     try:
         if dest.is_file() and _existing_is_current(sess, url, dest, expected, timeout_s):
             return dest
-        for attempt in range(retries + 1):
-            if attempt:
-                wait = min(backoff_s * (2 ** (attempt - 1)), max(0.0, deadline - time.monotonic()))
-                log.info("retrying %s in %.2f s (attempt %d/%d): %s", url, wait, attempt + 1, retries + 1, last_error)
+        failed = 0  # attempts in a row that gained no resumable bytes; only these count against ``retries``
+        attempts = 0
+        while failed <= retries:
+            if failed:
+                wait = min(backoff_s * (2 ** (failed - 1)), max(0.0, deadline - time.monotonic()))
+                log.info("retrying %s in %.2f s (retry %d/%d): %s", url, wait, failed, retries, last_error)
                 time.sleep(wait)
             if time.monotonic() > deadline:
                 raise DownloadError(f"{url}: the download did not finish within its deadline of {deadline_s:g} s "
                                     f"({last_error}); {part} is kept and the next run resumes from it where it can")
+            before = part.stat().st_size if part.is_file() and state_path.is_file() else 0
+            attempts += 1
             try:
                 _attempt(sess, url, part, state_path, timeout_s, chunk_bytes, deadline)
             except _Restart as exc:
@@ -311,15 +322,19 @@ def download(
                 part.unlink(missing_ok=True)
                 state_path.unlink(missing_ok=True)
                 last_error = DownloadError(f"{url} {exc}")
+                failed += 1
                 continue
             except _RETRYABLE as exc:
                 last_error = exc
+                resumable = _resume_state_ok(url, part, state_path)
+                gained = resumable and part.stat().st_size > before
+                failed = 0 if gained else failed + 1
                 continue
             return _place(url, dest, part, state_path, expected)
     finally:
         if session is None:
             sess.close()
     raise DownloadError(
-        f"{url}: download failed after {retries + 1} attempts ({last_error}); the partial file {part} is kept "
-        "and the next run resumes from it where the server allows"
+        f"{url}: download failed after {attempts} attempts, the last {retries + 1} without progress ({last_error}); "
+        f"the partial file {part} is kept and the next run resumes from it where the server allows"
     )
