@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.extractors import AudioConfig, VisualConfig, weights_identity
 from features.labels import normalise_boxes
@@ -31,7 +31,7 @@ from pipelines.segments import SegmentSpec
 
 __all__ = [
     "ExtractConfig", "ClipJob", "StorePlan", "plan_store", "compute_store_id", "default_batch_size",
-    "STORE_LAYOUT_VERSION", "CPU_BATCH_SIZE", "CUDA_BATCH_SIZE",
+    "STORE_LAYOUT_VERSION", "CPU_BATCH_SIZE", "CUDA_BATCH_SIZE", "EXTRACT_PRESETS", "ExtractPreset",
 ]
 
 STORE_LAYOUT_VERSION = 1
@@ -40,6 +40,25 @@ STORE_LAYOUT_VERSION = 1
 #: per task; larger batches fall out of the cache, see docs/BENCHMARKS.md), large on CUDA.
 CPU_BATCH_SIZE = 4
 CUDA_BATCH_SIZE = 64
+
+#: Named extraction protocols: the field values ``ExtractConfig(preset=NAME)`` starts from; fields given
+#: explicitly win (visual, audio and segment field by field). ``ave`` is AVE-ECCV18's (Tian et al. 2018):
+#: VGG-19 pool5 7×7×512 with 16 frames per 1-s segment averaged, 10 segments, VGGish 128-d audio; the
+#: weights are local checkpoints as for any extractor (``--visual-weights`` / ``--audio-weights``).
+EXTRACT_PRESETS: dict[str, dict[str, Any]] = {
+    "ave": {"visual": {"name": "vgg19"}, "audio": {"name": "vggish"},
+            "segment": {"num_segments": 10, "segment_s": 1.0, "frames_per_segment": 16, "frame_size": 224}},
+}
+ExtractPreset = Literal[tuple(EXTRACT_PRESETS)]  # type: ignore[valid-type]
+
+
+def _with_preset(given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` over its preset's values (a nested field given as a dict is merged key by key)."""
+    out = dict(given)
+    for key, value in EXTRACT_PRESETS[given["preset"]].items():
+        mine = given.get(key)
+        out[key] = {**value, **mine} if isinstance(mine, dict) else value if mine is None else mine
+    return out
 
 
 class ExtractConfig(BaseModel):
@@ -66,6 +85,7 @@ class ExtractConfig(BaseModel):
             One task per core x 1 thread uses every core without oversubscription.
         decode_timeout_s: seconds one clip's decode may take before its child process is killed.
         prefetch: decoded clips kept ready ahead of the CNN.
+        preset: a named protocol (:data:`EXTRACT_PRESETS`, e.g. ``ave``) the other fields start from.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -84,6 +104,13 @@ class ExtractConfig(BaseModel):
     torch_threads: int = Field(1, ge=1)
     decode_timeout_s: float = Field(60.0, gt=0)
     prefetch: int = Field(2, ge=1)
+    preset: ExtractPreset | None = Field(None, description="a named protocol the other options start from: ave = "
+                                         "AVE-ECCV18's VGG-19 pool5, 16 frames per 1-s segment averaged, 10 segments, VGGish")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        return _with_preset(data) if isinstance(data, dict) and data.get("preset") in EXTRACT_PRESETS else data
 
     @field_validator("device")
     @classmethod
