@@ -1,7 +1,9 @@
 """``wherewhen features export-ave``: a feature store → AVE's released feature layout (for AVE's own code).
 
-Attached to the ``features`` group by :mod:`flows.cli`. A plain command (no Prefect flow): it only
-rewrites the store's files in another layout, like ``features info`` reads them.
+:data:`flows.cli.EXTENSIONS` imports this module when the ``features`` group is loaded; importing it
+attaches :func:`export_ave_cmd` to that group. A plain command (no Prefect flow): it only rewrites the
+store's files in another layout, like ``features info`` reads them. Errors (a folder that is not a
+store, an AVE folder whose files disagree, too few ``--pad-classes``) are the CLI's one-line errors.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 import click
 
+from flows.cli_common import CONTEXT
+
 __all__ = ["export_ave_cmd"]
 
 
-@click.command(name="export-ave")
+@click.command(name="export-ave", context_settings=CONTEXT)
 @click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for AVE's files (visual_feature.h5, audio_feature.h5, labels.h5, *_order.h5, ...).")
@@ -30,14 +34,11 @@ def export_ave_cmd(store: Path, out_dir: Path, pad_classes: int | None, feature_
     clip_ids.txt, classes.txt and wherewhen_ave.json so that `wherewhen train OUT` reads it back.
     """
     from features.ave_interop import export_ave
-    from features.store import FeatureStore, StoreError
+    from features.store import FeatureStore
 
-    try:
-        fs = FeatureStore.open(store)
-        out = export_ave(fs, out_dir, pad_classes=pad_classes, feature_dtype=feature_dtype)  # type: ignore[arg-type]
-        back = FeatureStore.open(out)   # the export passes the reader's checks
-    except (StoreError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    fs = FeatureStore.open(store)
+    out = export_ave(fs, out_dir, pad_classes=pad_classes, feature_dtype=feature_dtype)  # type: ignore[arg-type]
+    back = FeatureStore.open(out)   # the export passes the reader's checks
     card, width = fs.card, pad_classes or len(fs.classes) + 1
     counts = " / ".join(str(len(back.positions(s))) for s in ("train", "val", "test"))
     click.echo(f"exported {len(fs)} clips of store {card.store_id} to {out}")
@@ -45,3 +46,12 @@ def export_ave_cmd(store: Path, out_dir: Path, pad_classes: int | None, feature_
                f"{feature_dtype}; audio_feature.h5 ({len(fs)}, {card.num_segments}, {card.audio_dim}) {feature_dtype}")
     click.echo(f"  labels.h5 ({len(fs)}, {card.num_segments}, {width}) float32: {len(fs.classes)} classes, "
                f"background column {width - 1}; train/val/test orders {counts}")
+
+
+def _attach() -> None:
+    from flows.cli_features import features
+
+    features.add_command(export_ave_cmd)
+
+
+_attach()   # this module is an extension of the `features` group (flows.cli.EXTENSIONS)
