@@ -103,17 +103,21 @@ def generate_store(root: Path, clips: int, t: int, hw: int, cv: int, ca: int, cl
     return store_dir
 
 
-def matmul_rate(threads: int, repeats: int = 5) -> dict[str, float]:
-    """Best fp32 GFLOP/s of a 2048² matmul and of the head's dominant shape (64·10·49 × 512 @ 512 × 128)."""
+def matmul_rate(threads: int, repeats: int = 5, device: str = "cpu") -> dict[str, float]:
+    """Best fp32 GFLOP/s of a 2048² matmul and of the head's dominant shape (64·10·49 × 512 @ 512 × 128) on ``device``."""
     torch.set_num_threads(threads)
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     out = {}
     for name, (m, k, n) in {"square_2048": (2048, 2048, 2048), "head_projection": (31360, 512, 128)}.items():
-        a, b = torch.randn(m, k), torch.randn(k, n)
+        a, b = torch.randn(m, k, device=dev), torch.randn(k, n, device=dev)
         torch.mm(a, b)
+        sync()
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
             torch.mm(a, b)
+            sync()
             best = min(best, time.perf_counter() - t0)
         out[name] = 2 * m * k * n / best / 1e9
     return out
@@ -157,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=3, help="epochs measured (the 30-epoch time is projected)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (bench/gpu_check.sh)")
     p.add_argument("--work", type=Path, default=ROOT / "out" / "bench-train")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     p.add_argument("--no-docs", action="store_true", help="do not write docs/BENCHMARKS.md")
@@ -177,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = TrainConfig(store=store_dir, out=args.work / f"run-{args.model}-{args.clips}", model=args.model,
                       head=HeadOptions(), epochs=args.epochs, batch_size=args.batch_size, num_threads=args.threads,
-                      patience=0, resume=False, progress=True, device="cpu")
-    rates = matmul_rate(args.threads)
+                      patience=0, resume=False, progress=True, device=args.device)
+    rates = matmul_rate(args.threads, device=args.device)
     flops = flops_per_epoch(store, cfg)
     summary = train_head(cfg)
     lines = read_metrics(cfg.out)
@@ -202,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python bench/train.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = f"""## Head training (`bench/train.py`){smoke}
 
-Command: `{cmd.strip()}` — machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}.
+Command: `{cmd.strip()}` — machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {args.device}.
 Store: {args.clips} clips × {args.segments} segments × {args.hw}×{args.hw}×{args.visual_dim} float16 visual + {args.audio_dim}-d audio,
 {args.classes} classes, generated as features ({flops['n_train']} train / {flops['n_val']} val clips; train split {gib:.2f} GiB float16,
 loaded in {load_s:.1f} s). Model `{args.model}` (default `HeadOptions`), batch {args.batch_size}, measured over {len(lines)} epoch(s).
@@ -213,7 +218,7 @@ loaded in {load_s:.1f} s). Model `{args.model}` (default `HeadOptions`), batch {
 | of which training steps | {train_s:.2f} s |
 | projected 30 epochs | {projected_30:.0f} s{scaled} (goal < 300 s at 4143 clips) |
 | head FLOPs per epoch (train fwd+bwd + val fwd) | {flops['epoch'] / 1e9:.1f} GFLOP |
-| fp32 matmul rate, same run (2048² / head projection shape) | {rates['square_2048']:.1f} / {rates['head_projection']:.1f} GFLOP/s |
+| fp32 matmul rate on the device, same run (2048² / head projection shape) | {rates['square_2048']:.1f} / {rates['head_projection']:.1f} GFLOP/s |
 | compute bound per epoch (FLOPs ÷ best matmul rate) | {bound_s:.2f} s |
 | **epoch time ÷ compute bound** | **{epoch_s / bound_s:.2f}×** |
 """

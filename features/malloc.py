@@ -19,7 +19,7 @@ def restore_malloc_thresholds() -> bool:
     Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.
     pre-spawn-environ``). Setting it also freezes glibc's mmap threshold at 128 KiB, so every
     activation tensor of the CNN is a fresh ``mmap`` whose pages the kernel zeroes on first touch,
-    which makes the CNN several times slower (docs/BENCHMARKS.md). Raising both thresholds with
+    which makes the CNN slower (docs/BENCHMARKS.md, bench/extract_sweep.py). Raising both thresholds with
     ``mallopt`` restores the speed. Only done when the variable is set, and only on glibc.
     """
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ:

@@ -37,7 +37,7 @@ __all__ = [
 STORE_LAYOUT_VERSION = 1
 
 #: Frames per CNN forward when the configuration leaves it open: small on the CPU (one torch thread
-#: per task; larger batches fall out of the cache, see docs/BENCHMARKS.md), large on CUDA.
+#: per task; the batch-size sweep is in docs/BENCHMARKS.md, bench/extract_sweep.py), large on CUDA.
 CPU_BATCH_SIZE = 4
 CUDA_BATCH_SIZE = 64
 

@@ -9,14 +9,14 @@ feature map (N, C, H, W). Calling it on uint8 frames (N, S, S, 3) normalises ins
 Inference engine on the CPU (``engine``): ``"graph"`` (default) runs a frozen TorchScript graph of
 the module (``torch.jit.trace`` → ``torch.jit.freeze`` → ``torch.jit.optimize_for_inference``:
 BatchNorm folded into the convolutions, activations fused, oneDNN weights pre-packed), built once
-from the first batch. Measured on this project's 2-core CPU (EfficientNet-Lite0, 224², 1 thread):
-12.7 ms per frame at batch 4 against 26-52 ms for the eager channels-last module at batch 1-32;
-outputs differ from eager by < 5e-5 (max abs, values up to ~6) and are bit-identical from run to run
-at a fixed batch size and thread count. One extractor may be called from several threads at once
-(the graph is built once, under a lock). ``"eager"`` runs the module as is. On CUDA the eager module
-always runs (cuDNN). ``torch.compile`` was measured too: 17 s to compile per process and no faster
-than eager here. TorchScript is deprecated in torch 2.14 (a FutureWarning, silenced here); when a
-torch release cannot build the graph, the first call raises and says to choose ``engine="eager"``
+from the first batch. It is faster than the eager channels-last module at every batch size on the
+CPU (docs/BENCHMARKS.md, ``bench/extract_sweep.py``); outputs differ from eager in the last float32
+bits and are bit-identical from run to run at a fixed batch size and thread count. One extractor
+may be called from several threads at once (the graph is built once, under a lock). ``"eager"``
+runs the module as is. On CUDA the eager module always runs (cuDNN). ``torch.compile`` is not
+used: it compiles for many seconds per process and was no faster here. TorchScript is deprecated
+in torch 2.14 (a FutureWarning, silenced here); when a torch release cannot build the graph, the
+first call raises and says to choose ``engine="eager"``
 (never a silent fallback: the engine is part of the store-id, so its values must be the graph's).
 """
 

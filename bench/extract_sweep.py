@@ -1,0 +1,160 @@
+"""The CNN-engine figures the extraction code's choices rest on; writes a section of docs/BENCHMARKS.md.
+
+In one run on the same frames (EfficientNet-Lite0 at ``--frame-size``, random uint8 frames, 1 torch thread):
+
+* batch-size sweep, frozen TorchScript graph (the ``graph`` engine) vs the eager channels-last module
+  (``features.plan.CPU_BATCH_SIZE``, ``features.extractors.base``);
+* glibc's heap under Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` (a fresh process each): unset, set, and set
+  then undone by ``features.malloc.restore_malloc_thresholds`` (what a shard task does);
+* two shard tasks as 2 threads of one process (the LocalCluster, ``features.runner``) vs 2 processes,
+  each task 1 torch thread on half the frames, model build excluded.
+
+Usage::
+
+    python bench/extract_sweep.py                  # 96 frames at 224 px
+    python bench/extract_sweep.py --frames 16 --frame-size 64 --no-docs   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from docs_section import publish_section  # noqa: E402
+
+from features.extractors import VisualConfig, build_visual  # noqa: E402
+
+_ONE = """
+import json, sys, time, torch
+sys.path.insert(0, {repo!r})
+from features.extractors import VisualConfig, build_visual
+from features.malloc import restore_malloc_thresholds
+if {restore}:
+    restore_malloc_thresholds()
+torch.set_num_threads(1)
+ext = build_visual(VisualConfig(), input_size={size})
+x = torch.randint(0, 256, ({n}, {size}, {size}, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+for _ in range(2):
+    ext(x[:4])
+t = time.perf_counter()
+for i in range(0, {n}, 4):
+    ext(x[i:i + 4])
+print(json.dumps(time.perf_counter() - t))
+"""
+
+
+def per_frame_ms(ext, x: torch.Tensor, batch: int) -> float:
+    """ms per frame of ``ext`` over ``x`` in batches (two warm-up batches: TorchScript optimises on the 2nd)."""
+    for _ in range(2):
+        ext(x[:batch])
+    t = time.perf_counter()
+    for i in range(0, len(x), batch):
+        ext(x[i:i + batch])
+    return 1000 * (time.perf_counter() - t) / len(x)
+
+
+def in_process(env_extra: dict[str, str], restore: bool, n: int, size: int) -> float:
+    """ms per frame (graph, batch 4, 1 thread) in a fresh process with ``env_extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"} | env_extra
+    code = _ONE.format(repo=str(REPO), restore=restore, n=n, size=size)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    return 1000 * json.loads(out.strip().splitlines()[-1]) / n
+
+
+def two_tasks_in_threads(x: torch.Tensor, size: int) -> float:
+    """Wall ms per frame: 2 threads, each its own extractor and half the frames, 1 torch thread each."""
+    exts = [build_visual(VisualConfig(), input_size=size) for _ in range(2)]
+    halves = [x[0::2].contiguous(), x[1::2].contiguous()]
+    for e, h in zip(exts, halves):
+        for _ in range(2):
+            e(h[:4])
+    barrier = threading.Barrier(2)
+
+    def run(e, h) -> None:
+        torch.set_num_threads(1)
+        barrier.wait()
+        for i in range(0, len(h), 4):
+            e(h[i:i + 4])
+
+    threads = [threading.Thread(target=run, args=(e, h)) for e, h in zip(exts, halves)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return 1000 * (time.perf_counter() - t) / len(x)
+
+
+def two_tasks_in_processes(n: int, size: int) -> float:
+    """Wall ms per frame: 2 processes started together, each timing its half (model build excluded)."""
+    procs = [subprocess.Popen([sys.executable, "-c", _ONE.format(repo=str(REPO), restore=False, n=n // 2, size=size)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    spans = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    return 1000 * max(spans) / n   # they overlap (start-up excluded from each span): the slower one is the wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=96)
+    ap.add_argument("--frame-size", type=int, default=224)
+    ap.add_argument("--batches", default="1,4,16,32")
+    ap.add_argument("--docs", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
+    ap.add_argument("--no-docs", action="store_true")
+    args = ap.parse_args(argv)
+    n, size = args.frames, args.frame_size
+    torch.set_num_threads(1)
+    x = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    rows = []
+    for engine in ("graph", "eager"):
+        ext = build_visual(VisualConfig(engine=engine), input_size=size)
+        rows.append((engine, [per_frame_ms(ext, x, int(b)) for b in args.batches.split(",")]))
+    trim = {"unset": in_process({}, False, n, size),
+            "MALLOC_TRIM_THRESHOLD_=65536": in_process({"MALLOC_TRIM_THRESHOLD_": "65536"}, False, n, size),
+            "set, then restore_malloc_thresholds()": in_process({"MALLOC_TRIM_THRESHOLD_": "65536"}, True, n, size)}
+    threads_ms, procs_ms = two_tasks_in_threads(x, size), two_tasks_in_processes(n, size)
+
+    cmd = "python bench/extract_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    batches = args.batches.split(",")
+    sweep = "\n".join(f"| {e} | " + " | ".join(f"{v:.1f}" for v in vals) + " |" for e, vals in rows)
+    base = trim["unset"]
+    trim_rows = "\n".join(f"| {k} | {v:.1f} | {v / base:.2f} |" for k, v in trim.items())
+    text = f"""## CNN engine, batch size, heap and threads (`bench/extract_sweep.py`)
+
+Command: `{cmd.strip()}` — {platform.machine()}, {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the end),
+torch {torch.__version__}; EfficientNet-Lite0 at {size} px on {n} random frames, 1 torch thread, one run.
+
+ms per frame by batch size (two warm-up batches excluded):
+
+| engine | {" | ".join(f"batch {b}" for b in batches)} |
+| --- | {" | ".join("---:" for _ in batches)} |
+{sweep}
+
+Dask's nanny sets `MALLOC_TRIM_THRESHOLD_=65536` in its workers; glibc then mmaps every large tensor (graph, batch 4,
+fresh process each):
+
+| heap | ms per frame | vs unset |
+| --- | ---: | ---: |
+{trim_rows}
+
+Two shard tasks at once (1 torch thread each, half the frames each, graph, batch 4): 2 threads of one process
+{threads_ms:.1f} ms per frame of wall time, 2 processes {procs_ms:.1f} ({procs_ms / threads_ms:.2f}x the threads' time;
+processes also pay their own start-up, torch import and model build, excluded here).
+"""
+    publish_section(args.docs, "bench/extract_sweep.py", text, write=not args.no_docs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
