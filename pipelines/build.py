@@ -43,6 +43,8 @@ class BuildConfig(BaseModel):
         workers: how many files are probed at once (each by its own decord child process), and the
             parallelism of the source's own work (synthetic encoder processes, youtube-csv downloads).
         probe_timeout_s: seconds one probe may take before its decord process is killed.
+        min_duration_s: the shortest usable clip (default one AVE segment, 1 s); a shorter one would
+            be all padding once segmented and becomes a ``too_short`` failure row.
         split_seed: seed of the class-stratified split for clips whose source gives none.
         split_fractions: train/val/test fractions for that split.
     """
@@ -54,6 +56,7 @@ class BuildConfig(BaseModel):
     strict: bool = False
     workers: int = Field(2, ge=1, le=64)
     probe_timeout_s: float = Field(60.0, gt=0)
+    min_duration_s: float = Field(1.0, gt=0)
     split_seed: int = 0
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
@@ -212,6 +215,42 @@ def _probe_all(cands: list[Candidate], workers: int, timeout_s: float,
             d.close()
 
 
+#: An event may end this many seconds after the clip's last frame before a warning says so
+#: (annotations in whole seconds, such as AVE's, often end at 10 on a 9.96-s clip).
+EVENT_END_SLACK_S = 0.5
+
+
+def _event_interval(cand: Candidate, info: MediaInfo, min_duration_s: float) -> tuple[float, float] | FailureRecord:
+    """The clip's event interval in seconds, or the failure row that says why the clip cannot be used.
+
+    An open end is the clip's end (an open start its beginning). Refused: a clip shorter than
+    ``min_duration_s``, an event that starts at or after the clip's end, an interval that is empty or
+    inverted once its open side is filled in. An event that ends past the clip is kept with a warning.
+    """
+    name, dur = cand.relpath, info.duration_s
+
+    def fail(error: str, message: str, stage: str = "annotate") -> FailureRecord:
+        return FailureRecord(clip_id=cand.clip_id, relpath=cand.relpath, stage=stage, error=error, message=message)
+
+    if dur < min_duration_s:
+        return fail("too_short", f"{name} lasts {dur:.3g} s ({info.num_frames} frame(s)), shorter than one "
+                                 f"{min_duration_s:g}-s segment, so every segment would be padding; use the full-length "
+                                 "video, or lower min_duration_s if short clips are intended", stage="probe")
+    start = 0.0 if cand.event_start_s is None else float(cand.event_start_s)
+    end = dur if cand.event_end_s is None else float(cand.event_end_s)
+    given = f"start_s={cand.event_start_s}, end_s={cand.event_end_s if cand.event_end_s is not None else '(open: clip end)'}"
+    if start >= dur:
+        return fail("event_outside_clip", f"the event of {cand.clip_id} ({given}) starts at {start:g} s but {name} lasts "
+                                          f"only {dur:.3g} s; fix the times (seconds from the clip's start) or the file")
+    if not (0 <= start < end):
+        return fail("bad_interval", f"the event of {cand.clip_id} ({given}) is the interval [{start:g}, {end:g}] s, "
+                                    f"empty or inverted on a {dur:.3g}-s clip; need 0 <= start_s < end_s")
+    if end > dur + EVENT_END_SLACK_S:
+        log.warning("%s: the event of %s ends at %g s, %.3g s after the clip ends (%.3g s); kept, check the annotation",
+                    name, cand.clip_id, end, end - dur, dur)
+    return start, end
+
+
 def build_dataset(config: BuildConfig) -> BuildSummary:
     """Build (or rebuild) the dataset described by ``config``; see the module docstring.
 
@@ -253,8 +292,12 @@ def build_dataset(config: BuildConfig) -> BuildSummary:
             failures.append(FailureRecord(clip_id=cand.clip_id, relpath=cand.relpath, stage="annotate", error="unknown_label",
                                           message=f"label {cand.label!r} of {cand.clip_id} is not one of the dataset's classes; fix the label"))
             continue
-        start = 0.0 if cand.event_start_s is None else float(cand.event_start_s)
-        end = info.duration_s if cand.event_end_s is None else float(cand.event_end_s)
+        interval = _event_interval(cand, info, config.min_duration_s)
+        if isinstance(interval, FailureRecord):
+            failures.append(interval)
+            log.warning("%s", interval.message)
+            continue
+        start, end = interval
         clips.append(ClipRecord(
             clip_id=cand.clip_id, relpath=cand.relpath, sha256=digest, bytes=size,
             duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
@@ -270,6 +313,7 @@ def build_dataset(config: BuildConfig) -> BuildSummary:
         "source": config.source.model_dump(mode="json"),
         "split_seed": config.split_seed,
         "split_fractions": list(config.split_fractions),
+        "min_duration_s": config.min_duration_s,
     }
     card = write_dataset(out, clips, failures, boxes, {
         "name": col.name, "source": col.source, "classes": classes,

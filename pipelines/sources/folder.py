@@ -7,21 +7,52 @@ dataset.json records as the media root.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.manifest import FailureRecord
 from pipelines.sources.base import BoxRow, Candidate, Collected, is_hidden, media_root_for_card
 
-__all__ = ["FolderSource", "collect_folder", "read_annotations", "read_boxes"]
+__all__ = ["FolderSource", "collect_folder", "read_annotations", "read_boxes", "normalise_split", "SPLITS",
+           "SPLIT_ALIASES", "FOLDER_HELP"]
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+#: Other spellings of a split name (any case) read as the split they mean (Hugging Face says "validation").
+SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val", "training": "train", "testing": "test"}
+
+#: The folder format for people (``wherewhen dataset build folder --help`` shows it; so does the README).
+FOLDER_HELP = """Your own videos: ROOT holds a videos folder, annotations.csv and optionally boxes.csv.
+The videos stay where they are; the dataset folder (--out) refers to them.
+
+\b
+ROOT/
+  videos/<video_id>.<ext>   any container decord reads (mp4, mkv, webm, avi, mov)
+  annotations.csv           video_id,label[,split][,start_s,end_s]
+  boxes.csv                 optional: video_id,segment,x0,y0,x1,y1 (pixels of the source frame)
+
+\b
+annotations.csv example:
+  video_id,label,split,start_s,end_s
+  dog_park,dog,train,2.0,5.5
+  violin_01,violin,val,,
+  street_03,car,,0,10
+
+\b
+split: train, val or test (validation/valid/dev count as val); empty = a
+class-stratified split of --split-fractions, seeded by --split-seed.
+start_s/end_s: the event in seconds; empty = the whole clip.
+boxes.csv: segment is the 1-s segment index (0-based).
+Every clip is read as 10 segments of 1 s from its start: a longer clip's tail
+is not used (the build warns), a shorter one is padded and masked.
+Bad rows and files never stop a build; they are listed in failures.parquet.
+"""
 
 
 class FolderSource(BaseModel):
@@ -30,9 +61,10 @@ class FolderSource(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["folder"] = "folder"
-    root: Path
-    name: str | None = None  # defaults to the folder's name
-    videos_dir: str = "videos"
+    root: Path = Field(description="the folder holding videos/, annotations.csv and optionally boxes.csv")
+    name: str | None = Field(None, description="the dataset's name (the store folder is named after it); "
+                                               "None = the folder's name")
+    videos_dir: str = Field("videos", description="the videos' subfolder of ROOT")
 
 
 def _float_or_none(text: str | None) -> float | None:
@@ -44,6 +76,32 @@ def _float_or_none(text: str | None) -> float | None:
     return value
 
 
+def normalise_split(split: str | None) -> str | None:
+    """A split name as the manifest spells it: ``Validation`` -> ``val``; unknown names are returned as given."""
+    if split is None:
+        return None
+    lowered = split.strip().lower()
+    return lowered if lowered in SPLITS else SPLIT_ALIASES.get(lowered, split)
+
+
+def read_csv_text(path: Path) -> io.StringIO:
+    """The text of a CSV file that must be UTF-8 (a BOM is allowed), ready for :class:`csv.DictReader`.
+
+    Raises ValueError naming the file, the line and the byte when it is not UTF-8 (e.g. saved as latin-1).
+    """
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ValueError(
+            f"{path} line {line}, column {column}: byte 0x{data[exc.start]:02x} is not UTF-8 text (the file was probably "
+            "saved as latin-1 / Windows-1252); save it as UTF-8 and run again"
+        ) from None
+    return io.StringIO(text, newline="")
+
+
 def read_annotations(path: Path) -> tuple[list[dict], list[FailureRecord]]:
     """Parse annotations.csv (video_id,label[,split][,start_s,end_s]).
 
@@ -53,7 +111,7 @@ def read_annotations(path: Path) -> tuple[list[dict], list[FailureRecord]]:
     """
     rows: list[dict] = []
     failures: list[FailureRecord] = []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with read_csv_text(path) as fh:
         reader = csv.DictReader(fh)
         fields = [f.strip() for f in (reader.fieldnames or [])]
         missing = {"video_id", "label"} - set(fields)
@@ -75,9 +133,10 @@ def read_annotations(path: Path) -> tuple[list[dict], list[FailureRecord]]:
             if vid in seen:
                 fail("duplicate_id", f"video_id {vid!r} appears more than once; keep one row per video")
                 continue
-            split = row.get("split") or None
+            split = normalise_split(row.get("split") or None)
             if split is not None and split not in SPLITS:
-                fail("bad_split", f"split {split!r} is not one of train/val/test; fix it or leave it empty")
+                fail("bad_split", f"split {row.get('split')!r} is not one of train/val/test (or validation/valid/dev "
+                                  f"for val); fix it or leave it empty for an automatic split")
                 continue
             try:
                 start, end = _float_or_none(row.get("start_s")), _float_or_none(row.get("end_s"))
@@ -86,6 +145,11 @@ def read_annotations(path: Path) -> tuple[list[dict], list[FailureRecord]]:
                 continue
             if start is not None and end is not None and not (0 <= start < end):
                 fail("bad_annotation", f"event interval [{start}, {end}] is empty or negative; need 0 <= start_s < end_s")
+                continue
+            if (start is not None and start < 0) or (end is not None and end <= 0):
+                fail("bad_annotation", f"event interval [{start if start is not None else 'clip start'}, "
+                                       f"{end if end is not None else 'clip end'}] is empty or negative; "
+                                       "need 0 <= start_s < end_s (an empty side means the clip's start or end)")
                 continue
             seen.add(vid)
             rows.append({"video_id": vid, "label": label, "split": split, "start_s": start, "end_s": end})
@@ -96,7 +160,7 @@ def read_boxes(path: Path) -> tuple[dict[str, list[BoxRow]], list[FailureRecord]
     """Parse boxes.csv (video_id,segment,x0,y0,x1,y1 pixels). Bad lines become failures (stage ``boxes``)."""
     boxes: dict[str, list[BoxRow]] = {}
     failures: list[FailureRecord] = []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with read_csv_text(path) as fh:
         reader = csv.DictReader(fh)
         need = {"video_id", "segment", "x0", "y0", "x1", "y1"}
         missing = need - {f.strip() for f in (reader.fieldnames or [])}

@@ -24,7 +24,7 @@ from pipelines.atomic import atomic_path
 from pipelines.encode import cut_clip
 from pipelines.manifest import FailureRecord
 from pipelines.sources.base import Candidate, Collected, is_hidden
-from pipelines.sources.folder import SPLITS
+from pipelines.sources.folder import SPLITS, read_csv_text
 
 __all__ = ["YoutubeCsvSource", "read_clip_list", "collect_youtube_csv", "fetch_with_ytdlp"]
 
@@ -48,7 +48,7 @@ class YoutubeCsvSource(BaseModel):
 
 def read_clip_list(path: Path) -> list[dict[str, Any]]:
     """Rows {youtube_id, start_s, label, split|None}; raises ValueError naming a bad line."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with read_csv_text(path) as fh:  # a file that is not UTF-8 is an error naming the line
         lines = list(csv.reader(fh))
     lines = [ln for ln in lines if ln and any(c.strip() for c in ln)]
     if not lines:
