@@ -20,6 +20,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.artifacts import artifact_key, markdown_table, publish_markdown, publish_table
 from flows.caching import cached_unless_missing
+from flows.stage import checked, flow_config
 from pipelines.build import BuildConfig, BuildSummary, build_dataset
 from pipelines.sources.registry import source_entry
 
@@ -61,9 +62,10 @@ def _failure_rows(summary: BuildSummary) -> list[dict]:
     return failures[cols].astype(str).to_dict("records")
 
 
-@flow(name="build-dataset", log_prints=False)
+@flow(name="build-dataset", log_prints=False, validate_parameters=False)
 def build_dataset_flow(config: BuildConfig) -> BuildSummary:
     """Build a dataset manifest from ``config.source`` into ``config.out``."""
+    config = flow_config(BuildConfig, config)
     entry = source_entry(config.source)
     build = build_task
     if entry.downloads:
@@ -72,6 +74,6 @@ def build_dataset_flow(config: BuildConfig) -> BuildSummary:
         build = cached_unless_missing(
             build_task.with_options(cache_policy=INPUTS + TASK_SOURCE), [Path(config.out) / "dataset.json"]
         )
-    summary = build(config)
+    summary = checked("build-dataset", config, build, get_run_logger())
     publish_dataset_artifacts(summary)
     return summary

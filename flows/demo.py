@@ -1,30 +1,53 @@
 """The ``demo`` flow: the whole product on the embedded synthetic dataset, in one run.
 
-build-dataset (synthetic) → extract-features → train-head (STAN) → evaluate, each as a subflow
-(the same flows the command line and the deployments run), then a ``demo-…`` Markdown artifact
-that says where everything is. ``make demo`` runs it through ``wherewhen demo --out out/demo``.
+build-dataset (synthetic) → extract-features → train-head (STAN) → evaluate (the fast explainers
+unless told otherwise), each as a subflow (the same flows the command line and the deployments
+run), then a ``demo-…`` Markdown artifact that says where everything is. ``make demo`` runs it
+through ``wherewhen demo --out out/demo``; without a Prefect API the same stages run in-process
+(:func:`run_demo`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from flows._params import build_config
 from flows.artifacts import artifact_key, publish_markdown
-from flows.build_dataset import build_dataset_flow
-from flows.evaluate import evaluate_flow
-from flows.extract_features import extract_features_flow
-from flows.train_head import train_head_flow
-from pipelines.build import BuildConfig
-from pipelines.sources.synthetic import SyntheticSource
+from flows.defaults import FAST_EXPLAINERS
+from flows.stage import flow_config, run_stage
+
+__all__ = ["DemoConfig", "DemoResult", "demo_paths", "run_demo", "demo_flow"]
+
+
+class DemoConfig(BaseModel):
+    """What the demo is given.
+
+    Attributes:
+        out: folder for everything (dataset/, features/, run-stan/, report/).
+        clips: synthetic clips; None = the generator's default.
+        seed: seed of the synthetic dataset and of training.
+        workers: extraction shard tasks at once; None = one per core.
+        epochs: training epochs; None = the training default.
+        device: where the CNN and the head run; None = each stage's default.
+        explainers: what the evaluation scores (random and centre are always added).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    out: Path
+    clips: int | None = Field(None, ge=1)
+    seed: int = 0
+    workers: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    explainers: tuple[str, ...] = FAST_EXPLAINERS
 
 
 class DemoResult(BaseModel):
-    """Where the demo put its outputs (paths only) and the headline numbers."""
+    """Where the demo put its outputs (paths only)."""
 
     model_config = ConfigDict(frozen=True)
     dataset_dir: Path
@@ -39,36 +62,40 @@ def demo_paths(out: Path) -> dict[str, Path]:
     return {"dataset": out / "dataset", "features": out / "features", "run": out / "run-stan", "report": out / "report"}
 
 
-@flow(name="demo", log_prints=False)
-def demo_flow(
-    out: str = "out/demo",
-    clips: Optional[int] = None,
-    seed: int = 0,
-    workers: Optional[int] = None,
-    epochs: Optional[int] = None,
-    device: Optional[Literal["auto", "cpu", "cuda"]] = None,
-    explainers: Optional[list[str]] = None,
-) -> DemoResult:
-    """Build the synthetic dataset, extract its features, train STAN and evaluate it under ``out``.
+def _given(**values: object) -> dict[str, object]:
+    return {k: v for k, v in values.items() if v is not None}
 
-    ``explainers``: what the evaluation scores (default: the library's list, STEP included).
-    """
-    log = get_run_logger()
-    paths = demo_paths(Path(out).resolve())
-    source = build_config(SyntheticSource, clips=clips, seed=seed)
-    build_dataset_flow(BuildConfig(source=source, out=paths["dataset"]))
-    store = extract_features_flow(
-        dataset_dir=str(paths["dataset"]), out_root=str(paths["features"]), workers=workers, device=device
-    )
-    train_head_flow(store=str(store.store_dir), out=str(paths["run"]), model="stan", device=device, seed=seed, epochs=epochs)
-    evaluation = evaluate_flow(run=str(paths["run"]), store=str(store.store_dir), out=str(paths["report"]), device=device,
-                               explainers=explainers)
+
+def run_demo(config: DemoConfig, tracked: bool) -> DemoResult:
+    """The four stages on ``config`` (paths absolute), as subflows when ``tracked``, else in-process."""
+    from features.plan import ExtractConfig
+    from pipelines.build import BuildConfig
+    from pipelines.sources.synthetic import SyntheticSource
+    from stan_head.evaluation.evaluate import EvaluateConfig
+    from stan_head.train import TrainConfig
+
+    paths = demo_paths(config.out)
+    source = SyntheticSource(**_given(clips=config.clips, seed=config.seed))
+    run_stage("build-dataset", BuildConfig(source=source, out=paths["dataset"]), tracked)
+    store = run_stage("extract-features", ExtractConfig(
+        dataset_dir=paths["dataset"], out_root=paths["features"], **_given(workers=config.workers, device=config.device)),
+        tracked)
+    run_stage("train-head", TrainConfig(store=store.store_dir, out=paths["run"], model="stan", seed=config.seed,
+                                        **_given(device=config.device, epochs=config.epochs)), tracked)
+    run_stage("evaluate", EvaluateConfig(run=paths["run"], store=store.store_dir, out=paths["report"],
+                                         explainers=config.explainers, **_given(device=config.device)), tracked)
     report_files = sorted(p for p in paths["report"].rglob("*") if p.suffix in {".json", ".md", ".html"})
-    result = DemoResult(
-        dataset_dir=paths["dataset"], store_dir=Path(store.store_dir), run_dir=paths["run"],
-        report_dir=paths["report"], report_files=report_files,
-    )
+    return DemoResult(dataset_dir=paths["dataset"], store_dir=Path(store.store_dir), run_dir=paths["run"],
+                      report_dir=paths["report"], report_files=report_files)
+
+
+@flow(name="demo", log_prints=False, validate_parameters=False)
+def demo_flow(config: DemoConfig) -> DemoResult:
+    """Build the synthetic dataset, extract its features, train STAN and evaluate it under ``config.out``."""
+    config = flow_config(DemoConfig, config)
+    result = run_demo(config, tracked=True)
     lines = [f"- {name}: `{value}`" for name, value in result.model_dump(mode="json").items()]
-    publish_markdown(artifact_key("demo", out), "# wherewhen demo\n\n" + "\n".join(lines) + "\n", "where the demo's outputs are")
-    log.info("demo finished: report in %s, store in %s (%s)", result.report_dir, result.store_dir, evaluation)
+    publish_markdown(artifact_key("demo", config.out), "# wherewhen demo\n\n" + "\n".join(lines) + "\n",
+                     "where the demo's outputs are")
+    get_run_logger().info("demo finished: report in %s, store in %s", result.report_dir, result.store_dir)
     return result

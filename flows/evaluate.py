@@ -8,14 +8,13 @@ and linked in a Markdown artifact).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
 
 from prefect import flow, get_run_logger, task
 
 from features.store import CARD_FILE
-from flows._params import build_config
 from flows.artifacts import artifact_key, images_markdown, publish_markdown, publish_table
 from flows.caching import cached_unless_missing, inputs_source_and_files
+from flows.stage import checked, flow_config
 from stan_head.checkpoint import run_files
 from stan_head.evaluation.evaluate import EvaluateConfig, EvaluationSummary, evaluate_run
 from stan_head.evaluation.report import REPORT_JSON
@@ -53,25 +52,10 @@ def publish_evaluation_artifacts(summary: EvaluationSummary) -> None:
                          "pointing game, deletion/insertion curves and attention overlays")
 
 
-@flow(name="evaluate", log_prints=False)
-def evaluate_flow(
-    run: str,
-    store: str,
-    out: str,
-    split: Optional[str] = None,
-    max_clips: Optional[int] = None,
-    pixel_space: Optional[bool] = None,
-    device: Optional[Literal["auto", "cpu", "cuda"]] = None,
-    explainers: Optional[list[str]] = None,
-) -> EvaluationSummary:
-    """Evaluate the explanations of the trained ``run`` on ``store``; write the report to ``out``.
-
-    ``explainers``: which to score (default: the library's list); random and centre are always added.
-    """
-    config = build_config(
-        EvaluateConfig, run=run, store=store, out=out, split=split, max_clips=max_clips, pixel_space=pixel_space,
-        device=device, explainers=tuple(explainers) if explainers else None,
-    )
-    summary = cached_unless_missing(evaluate_task, [Path(config.out) / REPORT_JSON])(config)
+@flow(name="evaluate", log_prints=False, validate_parameters=False)
+def evaluate_flow(config: EvaluateConfig) -> EvaluationSummary:
+    """Evaluate the explanations of the trained ``config.run`` on ``config.store``; write the report to ``config.out``."""
+    config = flow_config(EvaluateConfig, config)
+    summary = checked("evaluate", config, cached_unless_missing(evaluate_task, [Path(config.out) / REPORT_JSON]), get_run_logger())
     publish_evaluation_artifacts(summary)
     return summary

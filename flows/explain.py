@@ -7,12 +7,11 @@ Tasks: ``explain-video`` (``stan_head.explain.explain_video``) → ``publish-exp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 
-from flows._params import build_config
 from flows.artifacts import artifact_key, images_markdown, publish_markdown, publish_table
+from flows.stage import checked, flow_config
 from stan_head.explain import ExplainConfig, explain_video
 from stan_head.explanation import ExplanationResult
 
@@ -34,16 +33,10 @@ def publish_explanation_artifacts(result: ExplanationResult, out: str) -> None:
         publish_markdown(f"{key}-images", images_markdown(f"where and when ({out})", images), "attention overlays")
 
 
-@flow(name="explain", log_prints=False)
-def explain_flow(
-    run: str,
-    video: str,
-    out: str,
-    mp4: bool = False,
-    device: Optional[Literal["auto", "cpu", "cuda"]] = None,
-) -> ExplanationResult:
-    """Explain the prediction of the trained ``run`` on ``video``; write the files to ``out``."""
-    config = build_config(ExplainConfig, run=run, video=video, out=out, mp4=mp4, device=device)
-    result = explain_task(config)
-    publish_explanation_artifacts(result, out)
+@flow(name="explain", log_prints=False, validate_parameters=False)
+def explain_flow(config: ExplainConfig) -> ExplanationResult:
+    """Explain the prediction of the trained ``config.run`` on ``config.video``; write the files to ``config.out``."""
+    config = flow_config(ExplainConfig, config)
+    result = checked("explain", config, explain_task, get_run_logger())
+    publish_explanation_artifacts(result, str(config.out))
     return result

@@ -13,7 +13,7 @@ died rewrites nothing that is already complete.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal, Optional
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict
@@ -24,11 +24,9 @@ from features.extract import (
     finalize_store,
     pending_shards,
 )
-from features.extractors.registry import AudioName, VisualName
 from features.plan import ExtractConfig, StorePlan, plan_store
 from features.runtime import torch_threads
 from features.shard_engine import ShardResult, extract_shard
-from flows._params import build_config
 from flows.artifacts import (
     artifact_key,
     markdown_table,
@@ -37,6 +35,7 @@ from flows.artifacts import (
 )
 from flows.caching import cached_unless_missing, key_and_source
 from flows.dask_runner import make_task_runner
+from flows.stage import flow_config
 
 
 class ShardOutcome(BaseModel):
@@ -152,57 +151,16 @@ def publish_store_artifacts(summary: StoreSummary, outcomes: list[ShardOutcome],
     )
 
 
-def extract_config(
-    dataset_dir: str,
-    out_root: str,
-    visual: Optional[str] = None,
-    audio: Optional[str] = None,
-    format: Optional[str] = None,
-    workers: Optional[int] = None,
-    dask_address: Optional[str] = None,
-    device: Optional[str] = None,
-    shard_size: Optional[int] = None,
-    batch_size: Optional[int] = None,
-    visual_weights: Optional[str] = None,
-    audio_weights: Optional[str] = None,
-) -> ExtractConfig:
-    """The library's ``ExtractConfig`` from flat parameters (None keeps the library default)."""
-    if visual_weights is not None:
-        visual = {"name": visual or "efficientnet_lite0", "weights": visual_weights}
-    if audio_weights is not None:
-        audio = {"name": audio or "logmel", "weights": audio_weights}
-    return build_config(
-        ExtractConfig, dataset_dir=dataset_dir, out_root=out_root, visual=visual, audio=audio, format=format,
-        workers=workers, dask_address=dask_address, device=device, shard_size=shard_size, batch_size=batch_size,
-    )
+@flow(name="extract-features", log_prints=False, validate_parameters=False)
+def extract_features_flow(config: ExtractConfig) -> StoreSummary:
+    """Build (or finish, or confirm) the feature store of ``config.dataset_dir`` under ``config.out_root``.
 
-
-@flow(name="extract-features", log_prints=False)
-def extract_features_flow(
-    dataset_dir: str,
-    out_root: str,
-    visual: Optional[VisualName] = None,
-    audio: Optional[AudioName] = None,
-    format: Optional[Literal["hdf5", "parquet"]] = None,
-    workers: Optional[int] = None,
-    dask_address: Optional[str] = None,
-    device: Optional[Literal["auto", "cpu", "cuda"]] = None,
-    shard_size: Optional[int] = None,
-    batch_size: Optional[int] = None,
-    visual_weights: Optional[str] = None,
-    audio_weights: Optional[str] = None,
-) -> StoreSummary:
-    """Build (or finish, or confirm) the feature store of ``dataset_dir`` under ``out_root``.
-
-    ``dask_address`` (``tcp://HOST:PORT``) runs the shard tasks on an existing Dask cluster;
-    without it a LocalCluster in this process with ``workers`` threads (default: one per core) is started for
-    the run (``workers=0``: in this process, no Dask). ``visual_weights``/``audio_weights``: a
-    checkpoint path or ``random``. Omitted options keep the library's defaults
-    (efficientnet_lite0 + logmel, hdf5, cpu).
+    ``config.dask_address`` (``tcp://HOST:PORT``) runs the shard tasks on an existing Dask cluster;
+    without it a LocalCluster in this process with ``config.workers`` threads (default: one per core)
+    is started for the run (``workers=0``: in this process, no Dask). Paths must be absolute.
     """
     t0 = time.perf_counter()
-    config = extract_config(dataset_dir, out_root, visual, audio, format, workers, dask_address, device, shard_size,
-                            batch_size, visual_weights, audio_weights)
+    config = flow_config(ExtractConfig, config)
     plan = plan_store_task(config)
     if plan.complete:
         summary, outcomes = read_complete_store(plan), []

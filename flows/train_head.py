@@ -8,16 +8,13 @@ store's card; the library resumes from the run folder's checkpoint) → ``publis
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
-
 from prefect import flow, get_run_logger, task
 
 from features.store import CARD_FILE
-from flows._params import build_config
 from flows.artifacts import artifact_key, publish_table
 from flows.caching import cached_unless_missing, inputs_source_and_files
+from flows.stage import checked, flow_config
 from stan_head.checkpoint import run_files
-from stan_head.models import HeadName
 from stan_head.train import TrainConfig, TrainSummary, train_head
 
 
@@ -46,17 +43,10 @@ def publish_train_artifacts(summary: TrainSummary) -> None:
     publish_table(artifact_key("train-head", summary.run_dir), [row], f"train-head: {summary.run_dir}")
 
 
-@flow(name="train-head", log_prints=False)
-def train_head_flow(
-    store: str,
-    out: str,
-    model: HeadName = "stan",
-    device: Optional[Literal["auto", "cpu", "cuda"]] = None,
-    seed: Optional[int] = None,
-    epochs: Optional[int] = None,
-) -> TrainSummary:
-    """Train ``model`` on the feature store ``store``; write the run folder ``out``."""
-    config = build_config(TrainConfig, store=store, out=out, model=model, device=device, seed=seed, epochs=epochs)
-    summary = cached_unless_missing(train_task, run_files(config.out))(config)
+@flow(name="train-head", log_prints=False, validate_parameters=False)
+def train_head_flow(config: TrainConfig) -> TrainSummary:
+    """Train ``config.model`` on the feature store ``config.store``; write the run folder ``config.out``."""
+    config = flow_config(TrainConfig, config)
+    summary = checked("train-head", config, cached_unless_missing(train_task, run_files(config.out)), get_run_logger())
     publish_train_artifacts(summary)
     return summary

@@ -1,0 +1,67 @@
+"""``wherewhen train``, ``explain`` and ``evaluate``: options from TrainConfig, ExplainConfig and
+EvaluateConfig (evaluate's default explainers are the fast ones: :data:`flows.defaults.FAST_EXPLAINERS`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from flows.cli_common import CONTEXT, config_of, stage
+from flows.cli_options import model_params
+from flows.defaults import FAST_EXPLAINERS
+from flows.inputs import store_folder
+from stan_head.evaluation.evaluate import EvaluateConfig
+from stan_head.explain import ExplainConfig
+from stan_head.train import TrainConfig
+
+__all__ = ["train", "explain", "evaluate"]
+
+
+def _train(**values: Any) -> None:
+    """Train a head on the feature STORE (a store folder, or features/<dataset> holding one store).
+
+    Never touches video. The run folder --out gets the checkpoint, run.json and metrics.jsonl; a
+    run folder with the same configuration resumes.
+    """
+    config = config_of(TrainConfig, {**values, "store": store_folder(values["store"])})
+    click.echo(stage("train-head", config).summary_line())
+
+
+def _explain(as_json: bool, **values: Any) -> None:
+    """Explain the trained RUN's prediction on any VIDEO file: where (α) and when (β)."""
+    result = stage("explain", config_of(ExplainConfig, values))
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+        return
+    click.echo(result.summary_line())
+    for name, path in result.files.items():
+        click.echo(f"  {name}: {path}")
+
+
+def _evaluate(**values: Any) -> None:
+    """Evaluate the explanations of a trained RUN on --store: pointing game, deletion/insertion, reliability.
+
+    --store is a store folder, or features/<dataset> holding one store. STEP (minutes per clip on a
+    CPU) runs only when named: --explainers attention,attention_v,gradcam,step.
+    """
+    values = {**values, "store": store_folder(values["store"]) if values.get("store") else None}
+    summary = stage("evaluate", config_of(EvaluateConfig, values))
+    click.echo(f"report: {summary.report_md}  ({summary.report_json})")
+    click.echo(f"clips={summary.clips}  accuracy={summary.accuracy}  "
+               + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.headline.items()))
+
+
+train = click.Command("train", callback=_train, help=_train.__doc__, context_settings=CONTEXT,
+                      params=model_params(TrainConfig, positional=("store",)))
+
+explain = click.Command(
+    "explain", callback=_explain, help=_explain.__doc__, context_settings=CONTEXT,
+    params=[*model_params(ExplainConfig, positional=("run", "video")),
+            click.Option(["--json", "as_json"], is_flag=True, help="Print the result as JSON.")],
+)
+
+evaluate = click.Command(
+    "evaluate", callback=_evaluate, help=_evaluate.__doc__, context_settings=CONTEXT,
+    params=model_params(EvaluateConfig, positional=("run",), defaults={"explainers": FAST_EXPLAINERS}),
+)
