@@ -157,16 +157,38 @@ def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
 
 
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """Safetensors bytes with a canonical header: equal tensors and metadata give equal bytes.
+
+    The safetensors library writes the metadata in hash-map order, which varies between processes;
+    the header is re-serialised here with sorted keys (the tensor data and its offsets are unchanged)
+    and padded with spaces to 8 bytes, as the format requires.
+    """
+    raw = safetensors_save(_contiguous(tensors), metadata=metadata or {})
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + raw[8 + n :]
+
+
 def save_weights(path: Path, head: Head, metadata: dict[str, str] | None = None) -> Path:
-    """Write the head's state dict to ``path`` as safetensors (atomically)."""
-    data = safetensors_save(_contiguous(head.state_dict()), metadata=metadata or {})
-    return atomic_write_bytes(path, data)
+    """Write the head's state dict to ``path`` as safetensors (atomically, deterministic bytes)."""
+    return atomic_write_bytes(path, safetensors_bytes(head.state_dict(), metadata))
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; ValueError when a tensor holds NaN or infinity."""
     with safe_open(str(path), framework="pt", device="cpu") as fh:
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         metadata = fh.metadata() or {}
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in tensors.items() if v.is_floating_point() or v.is_complex()}
+    bad = {k: n for k, n in bad.items() if n}
+    if bad:
+        first = ", ".join(f"{k} ({n} of {tensors[k].numel()})" for k, n in sorted(bad.items())[:3])
+        raise ValueError(
+            f"{path}: {len(bad)} tensor(s) hold NaN or infinite values: {first}{', ...' if len(bad) > 3 else ''}; "
+            "the training diverged or the file is damaged: retrain the run (e.g. with a lower lr) instead of using it"
+        )
     return tensors, metadata
 
 
@@ -254,16 +276,21 @@ def clear_training_files(run_dir: Path) -> None:
 def check_resumable(previous: RunCard, current: RunCard, run_dir: Path, free: Collection[str] = ()) -> None:
     """Raise ValueError unless ``current`` may resume the run ``previous`` describes.
 
-    The head and every training option except those in ``free`` (options that do not change the
-    result, such as the output folder or the epoch budget) must be the same.
+    The head and every training option except those in ``free`` (options that cannot change the
+    result, such as the output folder or the device) must be the same. The message names each
+    difference with both values.
     """
     mine = {k: v for k, v in current.train_config.items() if k not in free}
     theirs = {k: v for k, v in previous.train_config.items() if k not in free}
-    if mine != theirs or previous.head != current.head:
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    diffs = [f"{k}: {theirs.get(k)!r} in the run, {mine.get(k)!r} now"
+             for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+    old_head, new_head = previous.head.model_dump(mode="json"), current.head.model_dump(mode="json")
+    diffs += [f"head.{k}: {old_head.get(k)!r} in the run, {new_head.get(k)!r} now"
+              for k in sorted(set(old_head) | set(new_head)) if old_head.get(k) != new_head.get(k)]
+    if diffs:
         raise ValueError(
-            f"{run_dir} holds a run with a different configuration ({', '.join(diff) or 'head'}); "
-            "use another --out or resume=False to start over"
+            f"{run_dir} holds a run with another configuration, which resuming would mix into it ({'; '.join(diffs)}); "
+            "give another --out for the new run, or start this folder over (TrainConfig resume=False)"
         )
 
 
@@ -288,7 +315,7 @@ def save_training_state(run_dir: Path, head: Head, optimizer: torch.optim.Optimi
         "param_groups": json.dumps(opt["param_groups"]),
         "optim_scalars": json.dumps(scalars),
     }
-    return atomic_write_bytes(Path(run_dir) / LAST_STATE, safetensors_save(_contiguous(tensors), metadata=metadata))
+    return atomic_write_bytes(Path(run_dir) / LAST_STATE, safetensors_bytes(tensors, metadata))
 
 
 def load_training_state(run_dir: Path, head: Head, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:

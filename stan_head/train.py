@@ -36,8 +36,9 @@ from stan_head.models import Head, HeadConfig, HeadName, HeadOptions, HeadOutput
 
 log = logging.getLogger(__name__)
 
-# Fields of TrainConfig that may change between a run and its resume without changing the result.
-_RESUME_FREE = {"out", "store", "epochs", "device", "num_threads", "resume", "progress", "patience"}
+# Fields of TrainConfig that may change between a run and its resume without changing the result
+# (not epochs: the cosine schedule spans them; not patience: it decides when the run stops).
+_RESUME_FREE = {"out", "store", "device", "num_threads", "resume", "progress"}
 
 
 class TrainConfig(BaseModel):
