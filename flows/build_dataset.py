@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.tasks import exponential_backoff
 
 from flows.artifacts import artifact_key, markdown_table, publish_markdown, publish_table
 from flows.caching import cached_unless_missing
-from flows.stage import checked, flow_config
+from flows.flow_params import config_flow
+from flows.stage import checked
 from pipelines.build import BuildConfig, BuildSummary, build_dataset
 from pipelines.sources.registry import source_entry
 
@@ -62,10 +63,9 @@ def _failure_rows(summary: BuildSummary) -> list[dict]:
     return failures[cols].astype(str).to_dict("records")
 
 
-@flow(name="build-dataset", log_prints=False, validate_parameters=False)
+@config_flow(BuildConfig, name="build-dataset")
 def build_dataset_flow(config: BuildConfig) -> BuildSummary:
     """Build a dataset manifest from ``config.source`` into ``config.out``."""
-    config = flow_config(BuildConfig, config)
     entry = source_entry(config.source)
     build = build_task
     if entry.downloads:

@@ -43,7 +43,7 @@ def serve(name: str, limit: int | None) -> None:
 
     The API is PREFECT_API_URL (environment or profile); without one, the local
     `prefect server start` at http://127.0.0.1:4200/api. Then, from another shell:
-    prefect deployment run extract-features/wherewhen --param config='{"dataset_dir": "/abs/DIR", "out_root": "/abs/ROOT"}'
+    prefect deployment run extract-features/wherewhen --param dataset_dir=/abs/DIR --param out_root=/abs/ROOT
     Stops cleanly on Ctrl-C or SIGTERM.
     """
     import httpx
@@ -79,10 +79,11 @@ def _demo(**values: Any) -> None:
         track = configured_api_url() is not None
     if track:
         from flows.demo import demo_flow
+        from flows.flow_params import flow_parameters
         from flows.stage import quiet_prefect_console
 
         quiet_prefect_console()
-        result = demo_flow(config)
+        result = demo_flow(**flow_parameters(config))
     else:
         result = run_demo(config, tracked=False)
     click.echo(f"dataset: {result.dataset_dir}")

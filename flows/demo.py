@@ -12,12 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.artifacts import artifact_key, publish_markdown
-from flows.defaults import FAST_EXPLAINERS
-from flows.stage import flow_config, run_stage
+from flows.flow_params import config_flow
+from flows.stage import run_stage
+from stan_head.evaluation.evaluate import FAST_EXPLAINERS
 
 __all__ = ["DemoConfig", "DemoResult", "demo_paths", "run_demo", "demo_flow"]
 
@@ -89,10 +90,9 @@ def run_demo(config: DemoConfig, tracked: bool) -> DemoResult:
                       report_dir=paths["report"], report_files=report_files)
 
 
-@flow(name="demo", log_prints=False, validate_parameters=False)
+@config_flow(DemoConfig, name="demo")
 def demo_flow(config: DemoConfig) -> DemoResult:
     """Build the synthetic dataset, extract its features, train STAN and evaluate it under ``config.out``."""
-    config = flow_config(DemoConfig, config)
     result = run_demo(config, tracked=True)
     lines = [f"- {name}: `{value}`" for name, value in result.model_dump(mode="json").items()]
     publish_markdown(artifact_key("demo", config.out), "# wherewhen demo\n\n" + "\n".join(lines) + "\n",

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 
 from features.store import CARD_FILE
 from flows.artifacts import artifact_key, images_markdown, publish_markdown, publish_table
 from flows.caching import cached_unless_missing, inputs_source_and_files
-from flows.stage import checked, flow_config
+from flows.flow_params import config_flow
+from flows.stage import checked
 from stan_head.checkpoint import run_files
 from stan_head.evaluation.evaluate import EvaluateConfig, EvaluationSummary, evaluate_run
 from stan_head.evaluation.report import REPORT_JSON
@@ -52,10 +53,9 @@ def publish_evaluation_artifacts(summary: EvaluationSummary) -> None:
                          "pointing game, deletion/insertion curves and attention overlays")
 
 
-@flow(name="evaluate", log_prints=False, validate_parameters=False)
+@config_flow(EvaluateConfig, name="evaluate")
 def evaluate_flow(config: EvaluateConfig) -> EvaluationSummary:
     """Evaluate the explanations of the trained ``config.run`` on ``config.store``; write the report to ``config.out``."""
-    config = flow_config(EvaluateConfig, config)
     summary = checked("evaluate", config, cached_unless_missing(evaluate_task, [Path(config.out) / REPORT_JSON]), get_run_logger())
     publish_evaluation_artifacts(summary)
     return summary

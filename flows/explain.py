@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 
 from flows.artifacts import artifact_key, images_markdown, publish_markdown, publish_table
-from flows.stage import checked, flow_config
+from flows.flow_params import config_flow
+from flows.stage import checked
 from stan_head.explain import ExplainConfig, explain_video
 from stan_head.explanation import ExplanationResult
 
@@ -33,10 +34,9 @@ def publish_explanation_artifacts(result: ExplanationResult, out: str) -> None:
         publish_markdown(f"{key}-images", images_markdown(f"where and when ({out})", images), "attention overlays")
 
 
-@flow(name="explain", log_prints=False, validate_parameters=False)
+@config_flow(ExplainConfig, name="explain")
 def explain_flow(config: ExplainConfig) -> ExplanationResult:
     """Explain the prediction of the trained ``config.run`` on ``config.video``; write the files to ``config.out``."""
-    config = flow_config(ExplainConfig, config)
     result = checked("explain", config, explain_task, get_run_logger())
     publish_explanation_artifacts(result, str(config.out))
     return result

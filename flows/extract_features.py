@@ -35,7 +35,7 @@ from flows.artifacts import (
 )
 from flows.caching import cached_unless_missing, key_and_source
 from flows.dask_runner import make_task_runner
-from flows.stage import flow_config
+from flows.flow_params import config_flow
 
 
 class ShardOutcome(BaseModel):
@@ -151,7 +151,7 @@ def publish_store_artifacts(summary: StoreSummary, outcomes: list[ShardOutcome],
     )
 
 
-@flow(name="extract-features", log_prints=False, validate_parameters=False)
+@config_flow(ExtractConfig, name="extract-features")
 def extract_features_flow(config: ExtractConfig) -> StoreSummary:
     """Build (or finish, or confirm) the feature store of ``config.dataset_dir`` under ``config.out_root``.
 
@@ -160,7 +160,6 @@ def extract_features_flow(config: ExtractConfig) -> StoreSummary:
     is started for the run (``workers=0``: in this process, no Dask). Paths must be absolute.
     """
     t0 = time.perf_counter()
-    config = flow_config(ExtractConfig, config)
     plan = plan_store_task(config)
     if plan.complete:
         summary, outcomes = read_complete_store(plan), []

@@ -121,9 +121,11 @@ def run_stage(stage: str, config: BaseModel, tracked: bool | None = None) -> Any
     if not tracked:
         return checked(stage, config, _load(entry.library), logging.getLogger("wherewhen"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.flow_params import flow_parameters
+
     flow = _load(entry.flow)
     quiet_prefect_console()
-    return flow(config)
+    return flow(**flow_parameters(config))
 
 
 def _relative_paths(model: BaseModel, prefix: str = "config.") -> list[tuple[str, Path]]:

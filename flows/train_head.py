@@ -8,12 +8,13 @@ store's card; the library resumes from the run folder's checkpoint) → ``publis
 from __future__ import annotations
 
 from pathlib import Path
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 
 from features.store import CARD_FILE
 from flows.artifacts import artifact_key, publish_table
 from flows.caching import cached_unless_missing, inputs_source_and_files
-from flows.stage import checked, flow_config
+from flows.flow_params import config_flow
+from flows.stage import checked
 from stan_head.checkpoint import run_files
 from stan_head.train import TrainConfig, TrainSummary, train_head
 
@@ -43,10 +44,9 @@ def publish_train_artifacts(summary: TrainSummary) -> None:
     publish_table(artifact_key("train-head", summary.run_dir), [row], f"train-head: {summary.run_dir}")
 
 
-@flow(name="train-head", log_prints=False, validate_parameters=False)
+@config_flow(TrainConfig, name="train-head")
 def train_head_flow(config: TrainConfig) -> TrainSummary:
     """Train ``config.model`` on the feature store ``config.store``; write the run folder ``config.out``."""
-    config = flow_config(TrainConfig, config)
     summary = checked("train-head", config, cached_unless_missing(train_task, run_files(config.out)), get_run_logger())
     publish_train_artifacts(summary)
     return summary

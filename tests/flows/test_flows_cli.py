@@ -16,8 +16,11 @@ from flowtest_support import run_cli
 
 
 def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path under ``group`` (its commands may be loaded on first use: ask the group)."""
     out = [prefix]
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
         if isinstance(cmd, click.Group):
             out += _all_commands(cmd, prefix + (name,))
         else:
