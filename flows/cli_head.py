@@ -1,5 +1,5 @@
 """``wherewhen train``, ``explain`` and ``evaluate``: options from TrainConfig, ExplainConfig and
-EvaluateConfig (evaluate's default explainers are the fast ones: :data:`flows.defaults.FAST_EXPLAINERS`)."""
+EvaluateConfig."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import click
 
 from flows.cli_common import CONTEXT, config_of, stage
 from flows.cli_options import model_params
-from flows.defaults import FAST_EXPLAINERS
 from flows.inputs import store_folder
 from stan_head.evaluation.evaluate import EvaluateConfig
 from stan_head.explain import ExplainConfig
@@ -63,5 +62,5 @@ explain = click.Command(
 
 evaluate = click.Command(
     "evaluate", callback=_evaluate, help=_evaluate.__doc__, context_settings=CONTEXT,
-    params=model_params(EvaluateConfig, positional=("run",), defaults={"explainers": FAST_EXPLAINERS}),
+    params=model_params(EvaluateConfig, positional=("run",)),
 )

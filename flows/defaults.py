@@ -1,12 +1,8 @@
-"""Choices of the command line and the demo that differ from the library's defaults, in one place."""
+"""Figures the command line uses to talk to the person at the terminal, in one place."""
 
 from __future__ import annotations
 
-__all__ = ["FAST_EXPLAINERS", "STEP_SECONDS_PER_ITERATION"]
-
-#: What ``wherewhen evaluate`` and the demo score unless told otherwise: the explainers that take
-#: seconds, not minutes (STEP is on request: ``--explainers attention,attention_v,gradcam,step``).
-FAST_EXPLAINERS: tuple[str, ...] = ("attention", "attention_v", "gradcam")
+__all__ = ["STEP_SECONDS_PER_ITERATION"]
 
 #: STEP's cost on one clip per optimisation step on a 2-core CPU (168 s for 300 steps, issue 16),
 #: for the estimate printed before it starts; a GPU is much faster, so the estimate is an upper bound there.

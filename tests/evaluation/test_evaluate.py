@@ -13,7 +13,7 @@ def test_evaluate_run_writes_a_complete_report(evaluation_run, tmp_path):
     store_dir, run_dir = evaluation_run
     out = tmp_path / "report"
     cfg = EvaluateConfig(run=run_dir, store=store_dir, out=out, split="train", max_clips=6, device="cpu",
-                         step_iterations=15, step_max_clips=3, overlays=2, deletion_steps=4)
+                         explainers=("attention", "attention_v", "gradcam", "step"), step_iterations=15, step_max_clips=3, overlays=2, deletion_steps=4)
     summary = evaluate_run(cfg)
     assert isinstance(summary, EvaluationSummary)
     assert summary.clips == 6
