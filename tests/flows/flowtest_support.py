@@ -122,3 +122,10 @@ def store_fingerprint(store: Path) -> dict[str, str]:
 
     index = pd.read_parquet(store / "index.parquet").sort_values("clip_id")
     return {r.clip_id: f"{r.shard}/{r.row}/{r.sha256}" for r in index.itertuples()}
+
+
+def local_env(home: Path) -> dict[str, str]:
+    """Environment for a command without any Prefect API (no PREFECT_* variables, an empty Prefect home)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PYTHONUNBUFFERED="1")
+    return env
