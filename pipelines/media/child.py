@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.lifetime import exit_with_parent
 from pipelines.media.protocol import (
     DECODE,
     ERR,
@@ -185,8 +186,11 @@ def main() -> None:
     """Entry of ``python -m pipelines.media.child``: the protocol runs on the original stdin/stdout.
 
     Stray writes to stdout by native libraries would corrupt the protocol, so the protocol gets
-    its own duplicate of fd 1 and fd 1 is pointed at stderr.
+    its own duplicate of fd 1 and fd 1 is pointed at stderr. The process ends itself when the
+    parent that started it dies (:data:`pipelines.lifetime.PARENT_PID_ENV`), even mid-decode: a
+    closed stdin is only noticed between requests.
     """
+    exit_with_parent()
     proto_out = os.dup(1)
     os.dup2(2, 1)
     num_threads = int(os.environ.get(THREADS_ENV, "1"))

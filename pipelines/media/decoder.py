@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 import pipelines
+from pipelines.lifetime import PARENT_PID_ENV
 from pipelines.media.diagnose import MediaError, diagnose, explain, sniff_file
 from pipelines.media.protocol import CHILD_MODULE, DECODE, OK, PROBE, THREADS_ENV, ClipLayout, DecodeHeader, MediaInfo
 from pipelines.segments import SegmentSpec
@@ -67,7 +68,9 @@ class ClipDecoder:
     threads, and it works inside daemonic processes such as Dask workers, where
     :mod:`multiprocessing` may not start children). Requests and replies travel over its
     stdin/stdout; decoded clips come back through a shared-memory block this decoder owns
-    (see :mod:`pipelines.media.protocol`).
+    (see :mod:`pipelines.media.protocol`). The child ends itself within a fraction of a second
+    when this process dies, SIGKILL included (:func:`pipelines.lifetime.exit_with_parent`), also
+    in the middle of a decode.
 
     Args:
         timeout_s: seconds one probe or decode may take.
@@ -97,6 +100,7 @@ class ClipDecoder:
         root = str(Path(pipelines.__file__).resolve().parents[1])  # so the child imports this very package
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env[THREADS_ENV] = str(self.num_threads)
+        env[PARENT_PID_ENV] = str(os.getpid())   # the child ends itself when this process dies, even by SIGKILL
         env.setdefault("OMP_NUM_THREADS", "1")
         # set by Dask's nanny in worker processes; it freezes glibc's mmap threshold, which slows decoding
         env.pop("MALLOC_TRIM_THRESHOLD_", None)

@@ -48,6 +48,7 @@ import csv
 import io
 import json
 import logging
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import current_process, get_context
@@ -55,6 +56,7 @@ from pathlib import Path
 
 from pipelines.atomic import atomic_write_text
 from pipelines.encode import ENCODER_SETTING
+from pipelines.lifetime import exit_with_parent
 from pipelines.sources.synthetic_catalog import CLASS_CATALOG, ObjectKind
 from pipelines.sources.synthetic_config import RenderParams, SyntheticSource
 from pipelines.sources.synthetic_plan import (
@@ -138,8 +140,13 @@ def generate_synthetic(cfg: SyntheticSource, root: Path, workers: int = 1) -> Sy
     if workers > 1 and len(jobs) > 1 and current_process().daemon:
         log.info("running inside a daemonic process (e.g. a Dask worker): encoding %d clips in-process", len(jobs))
         workers = 1
+    log.info("synthetic: %d of %d clips to encode in %s (%d already there)", len(jobs), len(plans), videos,
+             len(plans) - len(jobs))
     if workers > 1 and len(jobs) >= 8:  # below that, starting interpreters costs more than it saves
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+        # each encoder process ends itself when this one dies (a SIGKILLed build leaves no encoders,
+        # so the resource tracker ends too and removes the pool's semaphores)
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn"),
+                                 initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
             for vid in pool.map(_render_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))):
                 log.debug("rendered %s", vid)
     else:
