@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["PARENT_PID_ENV", "exit_with_parent", "guard_descendants", "process_start_time", "pid_alive"]
+__all__ = ["PARENT_PID_ENV", "exit_with_parent", "guard_descendants", "process_start_time"]
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +74,6 @@ def process_start_time(pid: int) -> float | None:
     none (or it is a zombie, which has ended)."""
     ticks = _start_ticks(pid)
     return None if ticks is None else _boot_time() + ticks / _CLK_TCK
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (any owner), zombies excluded."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    fields = _stat_fields(pid)
-    return fields is None or fields[0] not in ("Z", "X")   # no /proc: trust kill(0)
 
 
 # ------------------------------------------------------------------------------- in the child
