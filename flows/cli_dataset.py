@@ -1,5 +1,9 @@
 """``wherewhen dataset``: ``build <source>`` (one command per registered source, options from its
-config model and BuildConfig) and ``info``."""
+config model and BuildConfig) and ``info``.
+
+The list of sources (kind, model, positional arguments, help) comes from
+:data:`pipelines.sources.registry.SOURCES` through :mod:`flows.cli_cache`, so ``--help`` does not
+import the sources' modules (the synthetic generator, the downloaders)."""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ from typing import Any
 
 import click
 
+from flows.cli_cache import cached
 from flows.cli_common import CONTEXT, config_of, note, stage
 from flows.cli_errors import OneLineGroup
-from flows.cli_options import model_params
+from flows.cli_options import load_model, model_params
 
 __all__ = ["dataset"]
 
@@ -29,38 +34,43 @@ def dataset_build() -> None:
     """
 
 
-def _source_command(kind: str) -> click.Command:
-    """``wherewhen dataset build <kind>`` with options from its registry entry's model and BuildConfig."""
-    from pipelines.build import BuildConfig
+BUILD_CONFIG = "pipelines.build:BuildConfig"
+
+
+def _source_table() -> list[dict[str, Any]]:
+    """Each registered source: kind, its model (``module:Class``), positional arguments, help text."""
+    from pipelines.sources.folder import FOLDER_HELP
     from pipelines.sources.registry import SOURCES
 
-    entry = SOURCES[kind]
+    return [
+        {"kind": kind, "config": f"{entry.config.__module__}:{entry.config.__qualname__}",
+         "arguments": list(entry.arguments), "help": FOLDER_HELP if kind == "folder" else entry.summary}
+        for kind, entry in SOURCES.items()
+    ]
+
+
+def _source_command(source: dict[str, Any]) -> click.Command:
+    """``wherewhen dataset build <kind>`` with options from the source's model and BuildConfig."""
 
     def command(**values: Any) -> None:
-        source_fields = set(entry.config.model_fields)
-        source = config_of(entry.config, {k: v for k, v in values.items() if k in source_fields})
-        config = config_of(BuildConfig, {k: v for k, v in values.items() if k not in source_fields}, source=source)
+        model = load_model(source["config"])
+        source_fields = set(model.model_fields)
+        source_config = config_of(model, {k: v for k, v in values.items() if k in source_fields})
+        config = config_of(load_model(BUILD_CONFIG), {k: v for k, v in values.items() if k not in source_fields},
+                           source=source_config)
         summary = stage("build-dataset", config)
         click.echo(summary.summary_line())
         if not summary.ok:  # --strict and at least one failure row
             raise SystemExit(1)
 
-    params = model_params(entry.config, skip=("kind",), positional=entry.arguments)
-    params += model_params(BuildConfig, skip=("source",))
-    text = entry.summary
-    if kind == "folder":
-        from pipelines.sources.folder import FOLDER_HELP
-
-        text = FOLDER_HELP
-    return click.Command(kind, params=params, callback=command, help=text,
-                         context_settings=CONTEXT)
+    params = model_params(source["config"], skip=("kind",), positional=tuple(source["arguments"]))
+    params += model_params(BUILD_CONFIG, skip=("source",))
+    return click.Command(source["kind"], params=params, callback=command, help=source["help"], context_settings=CONTEXT)
 
 
 def _add_source_commands() -> None:
-    from pipelines.sources.registry import SOURCES
-
-    for kind in SOURCES:
-        dataset_build.add_command(_source_command(kind))
+    for source in cached("dataset sources", _source_table):
+        dataset_build.add_command(_source_command(source))
 
 
 _add_source_commands()
@@ -88,6 +98,6 @@ def dataset_info(dataset_dir: Path) -> None:
                                                for s in ("train", "val", "test")))
     click.echo(f"failures: {info['num_failures']}")
     for row in info["failures"]:
-        click.echo(f"  {row.get('relpath')} [{row.get('stage')}/{row.get('error')}]: {row.get('message')}")
+        click.echo(f"  {row.get('relpath') or row.get('clip_id')} [{row.get('stage')}/{row.get('error')}]: {row.get('message')}")
     if len(info["classes"]) < 2:
         note(f"warning: {dataset_dir}: {len(info['classes'])} class(es); training needs at least two")

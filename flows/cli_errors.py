@@ -61,7 +61,7 @@ class OneLineGroup(click.Group):
             rv = super().main(args, prog_name, standalone_mode=False, **extra)
         except click.UsageError as exc:
             path = exc.ctx.command_path if exc.ctx else (prog_name or self.name)
-            click.echo(f"error: {' '.join(exc.format_message().split())}; see `{path} --help`", err=True)
+            click.echo(f"error: {' '.join(exc.format_message().split()).rstrip('.')}; see `{path} --help`", err=True)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
             exc.show()

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from flows.cli_common import CONTEXT, TRACK_KEY, config_of, note
+from flows.cli_common import CONTEXT, config_of, guard_children, note, tracking
 from flows.cli_errors import OneLineError, OneLineGroup
 from flows.cli_options import model_params
 from flows.stage import configured_api_url
@@ -59,10 +59,15 @@ def serve(name: str, limit: int | None) -> None:
     import os
 
     os.environ["PREFECT_API_URL"] = url  # the flow-run processes the runner starts inherit it
-    from flows.deployments import serve_all
+    guard_children()  # they end with this process, SIGKILL included
+    from flows.deployments import all_flows, serve_all
 
-    note(f"serving deployments '<flow>/{name}' against {url}")
-    serve_all(name, limit=limit)
+    def ready() -> None:
+        note(f"serving {', '.join(f'{flow}/{name}' for flow in (f.name for f in all_flows()))} against {url}; "
+             f"stop with Ctrl-C or SIGTERM")
+
+    stopped_by = serve_all(name, limit=limit, on_ready=ready)
+    note(f"stopped ({stopped_by}): runs started here cancelled, deployments paused")
 
 
 def _demo(**values: Any) -> None:
@@ -74,15 +79,13 @@ def _demo(**values: Any) -> None:
     from flows.demo import DemoConfig, run_demo
 
     config = config_of(DemoConfig, values)
-    track = click.get_current_context().meta.get(TRACK_KEY)
-    if track is None:
-        track = configured_api_url() is not None
-    if track:
+    if tracking():
         from flows.demo import demo_flow
         from flows.flow_params import flow_parameters
-        from flows.stage import quiet_prefect_console
+        from flows.prefect_logs import quiet_console
 
-        quiet_prefect_console()
+        guard_children()
+        quiet_console()
         result = demo_flow(**flow_parameters(config))
     else:
         result = run_demo(config, tracked=False)
@@ -94,11 +97,9 @@ def _demo(**values: Any) -> None:
         click.echo(f"  {f}")
 
 
-def _demo_command() -> click.Command:
-    from flows.demo import DemoConfig
-
-    return click.Command("demo", callback=_demo, help=_demo.__doc__, context_settings=CONTEXT,
-                         params=model_params(DemoConfig, defaults={"out": Path("out/demo")}))
-
-
-demo = _demo_command()
+def __getattr__(name: str) -> click.Command:
+    """``demo``, built when asked for (its options come from DemoConfig through the cache)."""
+    if name == "demo":
+        return click.Command("demo", callback=_demo, help=_demo.__doc__, context_settings=CONTEXT,
+                             params=model_params("flows.demo:DemoConfig", defaults={"out": Path("out/demo")}))
+    raise AttributeError(name)

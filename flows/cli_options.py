@@ -7,10 +7,15 @@
 :func:`to_config` turns the parsed values back into the model, which validates them (errors become
 one line: :mod:`flows.cli_errors`). The deployments' parameters come from the same flat fields
 (:mod:`flows.flow_params`), so an option and a parameter share one name.
+
+Commands name their model as ``"module:Class"`` (:func:`load_model` imports it when the command
+runs): the option specs (:func:`option_specs`) come from :mod:`flows.cli_cache`, so building a
+command for ``--help`` imports no torch.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import typing
 from pathlib import Path
@@ -19,9 +24,10 @@ from typing import Any, Literal, Mapping, Sequence
 import click
 from pydantic import BaseModel
 
+from flows.cli_cache import cached
 from flows.flat_config import flat_fields, nest, unwrap_optional
 
-__all__ = ["CommaList", "model_params", "to_config"]
+__all__ = ["CommaList", "load_model", "option_specs", "model_params", "to_config"]
 
 
 class CommaList(click.ParamType):
@@ -35,20 +41,25 @@ class CommaList(click.ParamType):
         return tuple(v.strip() for v in str(value).split(",") if v.strip())
 
 
-def _click_type(tp: Any) -> Any | None:
-    """The click type for a field annotation, or None for one the command line cannot take."""
+def load_model(ref: str) -> type[BaseModel]:
+    """The model class ``"module:Class"`` names (imports its module)."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _kind(tp: Any) -> dict[str, Any] | None:
+    """How the command line takes a field of type ``tp``; None for a type it cannot hold."""
     tp = unwrap_optional(tp)
     origin = typing.get_origin(tp)
     if origin is Literal:
-        return click.Choice([str(a) for a in typing.get_args(tp)])
+        return {"kind": "choice", "choices": [str(a) for a in typing.get_args(tp)]}
     if origin in (tuple, list) or tp in (tuple, list):
-        return CommaList()
-    if tp is bool:
-        return click.BOOL
-    if tp in (int, float, str):
-        return tp
+        return {"kind": "list"}
+    for kind, types in (("bool", (bool,)), ("int", (int,)), ("float", (float,)), ("str", (str,))):
+        if tp in types:
+            return {"kind": kind}
     if inspect.isclass(tp) and issubclass(tp, Path):
-        return click.Path(path_type=Path)
+        return {"kind": "path"}
     return None
 
 
@@ -63,15 +74,45 @@ def _show(default: Any) -> str:
     return str(default)
 
 
+def _specs(ref: str) -> list[dict[str, Any]]:
+    return [
+        {"name": f.name, "top": f.path[0], "type": _kind(f.annotation), "required": f.required,
+         "default": _show(f.default), "description": f.description}
+        for f in flat_fields(load_model(ref))
+    ]
+
+
+def option_specs(ref: str) -> list[dict[str, Any]]:
+    """The flat fields of the model ``ref`` as the command line needs them (cached: :mod:`flows.cli_cache`):
+    name, top-level field, type (``{"kind": "choice", "choices": [...]}``, ``list``, ``bool``, ``int``,
+    ``float``, ``str``, ``path`` or None), required, the default as shown, the description."""
+    return cached(f"options {ref}", lambda: _specs(ref))
+
+
+_CLICK_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "bool": click.BOOL}
+
+
+def _click_type(spec: dict[str, Any] | None) -> Any | None:
+    if spec is None:
+        return None
+    if spec["kind"] == "choice":
+        return click.Choice(spec["choices"])
+    if spec["kind"] == "list":
+        return CommaList()
+    if spec["kind"] == "path":
+        return click.Path(path_type=Path)
+    return _CLICK_TYPES[spec["kind"]]
+
+
 def model_params(
-    model: type[BaseModel],
+    model: str,
     *,
     skip: Sequence[str] = (),
     positional: Sequence[str] = (),
     aliases: Mapping[str, Sequence[str]] | None = None,
     defaults: Mapping[str, Any] | None = None,
 ) -> list[click.Parameter]:
-    """One click parameter per leaf field of ``model`` (see the module docstring).
+    """One click parameter per leaf field of the model ``model`` names (``"module:Class"``; see the module docstring).
 
     ``positional`` fields become arguments (in that order, first); ``aliases`` adds option names
     (``{"out_root": ["--out"]}``); ``defaults`` replaces the model's default for this command only
@@ -81,24 +122,27 @@ def model_params(
     aliases, defaults = dict(aliases or {}), dict(defaults or {})
     arguments: list[click.Parameter] = []
     options: list[click.Parameter] = []
-    for field in flat_fields(model, skip=skip):
-        if field.name in positional:
-            arguments.append(click.Argument([field.name], type=_click_type(field.annotation) or str))
+    for spec in option_specs(model):
+        name = spec["name"]
+        if spec["top"] in skip:
             continue
-        click_type = _click_type(field.annotation)
+        click_type = _click_type(spec["type"])
+        if name in positional:
+            arguments.append(click.Argument([name], type=click_type or str))
+            continue
         if click_type is None:
             continue
-        flag = field.name.replace("_", "-")
-        required = field.required and field.name not in defaults
-        default = defaults.get(field.name, field.default)
-        help_text = field.description
-        if not required and _show(default) != "":
-            help_text += f"  [default: {_show(default)}]"
+        flag = name.replace("_", "-")
+        required = spec["required"] and name not in defaults
+        shown = _show(defaults[name]) if name in defaults else spec["default"]
+        help_text = spec["description"]
+        if not required and shown != "":
+            help_text += f"  [default: {shown}]"
         if click_type is click.BOOL:
             names, click_type = [f"--{flag}/--no-{flag}"], None
         else:
-            names = [f"--{flag}", *aliases.get(field.name, ())]
-        options.append(click.Option([*names, field.name], type=click_type, default=defaults.get(field.name),
+            names = [f"--{flag}", *aliases.get(name, ())]
+        options.append(click.Option([*names, name], type=click_type, default=defaults.get(name),
                                     required=required, help=help_text.strip()))
     arguments.sort(key=lambda a: list(positional).index(a.name))
     return arguments + options

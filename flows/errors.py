@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Sequence
 
-__all__ = ["is_deliberate", "error_text", "validation_text"]
+__all__ = ["is_deliberate", "error_text", "validation_text", "field_name"]
 
 _OUR_PACKAGES = {"pipelines", "features", "stan_head", "flows"}
 
@@ -21,18 +21,23 @@ def is_deliberate(exc: BaseException) -> bool:
     return type(exc).__module__.split(".")[0] in _OUR_PACKAGES
 
 
-def _field_name(loc: Sequence[Any], style: Literal["option", "parameter"]) -> str:
-    """``("visual", "weights")`` -> ``--visual-weights`` (option) or ``config.visual.weights`` (parameter);
-    a dataset source's ``("source", "folder", "root")`` -> ``--root`` / ``config.source.root``."""
+def field_name(loc: Sequence[Any], style: Literal["option", "parameter"]) -> str:
+    """A model field's location as the user named it: ``("visual", "weights")`` -> ``--visual-weights``
+    (a CLI option) or ``visual_weights`` (a flow's deployment parameter, :mod:`flows.flow_params`);
+    a nested ``name`` field is its parent's name (``("visual", "name")`` -> ``--visual`` / ``visual``).
+    A dataset source's ``("source", "folder", "root")`` is ``--root`` as an option and ``source.root``
+    as a parameter (the deployment takes the source as one object)."""
     parts = [str(p) for p in loc if not isinstance(p, int)]
     if len(parts) > 2 and parts[0] == "source":
         parts = [parts[0], *parts[2:]]  # drop the union's tag
-    if style == "parameter":
-        return ".".join(["config", *parts])
     if parts and parts[0] == "source":
+        if style == "parameter":
+            return ".".join(parts)
         parts = parts[1:]
     if len(parts) > 1 and parts[-1] == "name":
         parts = parts[:-1]
+    if style == "parameter":
+        return "_".join(parts)
     return "--" + "-".join(parts).replace("_", "-")
 
 
@@ -42,7 +47,8 @@ def validation_text(exc: Any, hint: str = "", style: Literal["option", "paramete
     for err in exc.errors():
         value = err.get("input")
         shown = "" if isinstance(value, (dict, BaseException)) or value is None else f" (got {value!r})"
-        parts.append(f"{_field_name(err['loc'], style)}: {err['msg']}{shown}")
+        message = str(err["msg"]).removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+        parts.append(f"{field_name(err['loc'], style)}: {message}{shown}")
     return "; ".join(parts) + (f"; {hint}" if hint else "")
 
 

@@ -36,6 +36,7 @@ from flows.artifacts import (
 from flows.caching import cached_unless_missing, key_and_source
 from flows.dask_runner import make_task_runner
 from flows.flow_params import config_flow
+from flows.inputs import before_extract
 
 
 class ShardOutcome(BaseModel):
@@ -160,6 +161,7 @@ def extract_features_flow(config: ExtractConfig) -> StoreSummary:
     is started for the run (``workers=0``: in this process, no Dask). Paths must be absolute.
     """
     t0 = time.perf_counter()
+    before_extract(config)
     plan = plan_store_task(config)
     if plan.complete:
         summary, outcomes = read_complete_store(plan), []

@@ -6,12 +6,15 @@ makes a Prefect flow whose signature has one keyword parameter per leaf field of
 ``visual_weights``, ``workers``, ... — the CLI's ``--visual-weights`` is the deployment's
 ``visual_weights``. Each parameter carries the field's type, constraints, default and description,
 so the Prefect UI shows a described form and the API refuses a value outside the field's range
-when the run is created. The flow validates the values into the model once (one-line errors,
-absolute paths only: :func:`flows.stage.flow_config`) and calls ``body`` with it:
+when the run is created. The flow validates the values into the model once (:func:`flow_config`:
+errors name the parameters, relative paths are refused) and calls ``body`` with it:
 
     prefect deployment run extract-features/wherewhen --param dataset_dir=/abs/data --param out_root=/abs/features
 
-In Python, ``flow(**flow_parameters(config))`` runs it on a model.
+A deliberate error (:func:`flows.errors.is_deliberate`) ends the run in a Failed state whose message
+is the one-line error, logged without a traceback (:mod:`flows.prefect_logs`); calling the flow
+from Python raises it, as the library would. In Python, ``flow(**flow_parameters(config))`` runs
+it on a model.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ import inspect
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
 from prefect import Flow, flow
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from flows.errors import error_text, field_name, is_deliberate, validation_text
 from flows.flat_config import flat_fields, nest
 from flows.model_docs import describe_schema
+from flows.prefect_logs import one_line_deliberate_errors
+from flows.stage import relative_paths
 
-__all__ = ["config_flow", "flow_parameters"]
+__all__ = ["config_flow", "flow_config", "flow_parameters"]
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
@@ -62,18 +68,50 @@ def _docstring(summary: str, model: type[BaseModel], skip: tuple[str, ...]) -> s
     return "\n".join(lines) + "\n"
 
 
+def flow_config(model: type[M], values: dict[str, Any]) -> M:
+    """The flow's parameters (nested as the model's fields) validated into ``model``, every path absolute.
+
+    Served flows run in the folder ``wherewhen serve`` started in, so a relative path would mean
+    a folder the person submitting the run never chose: it is refused. Raises ValueError with one
+    line naming the parameters (``visual_weights``, ``source.root``), what is wrong and what to do.
+    """
+    try:
+        config = model.model_validate(values)
+    except ValidationError as exc:
+        raise ValueError(validation_text(exc, "fix the run's parameters", style="parameter")) from None
+    relative = relative_paths(config)
+    if relative:
+        named = ", ".join(f"{field_name(loc, 'parameter')}={str(value)!r}" for loc, value in relative)
+        raise ValueError(f"{named}: relative path(s), which a served flow would resolve against the folder "
+                         f"`wherewhen serve` runs in; give absolute paths")
+    return config
+
+
+def _failed(exc: BaseException) -> Any:
+    """The Failed state of a run stopped by a deliberate error: its one line as the message."""
+    from prefect.states import Failed
+
+    text = error_text(exc)
+    # the state carries the error (calling the flow raises it); a pydantic error as its text (it does not pickle)
+    return Failed(message=text, data=ValueError(text) if isinstance(exc, ValidationError) else exc)
+
+
 def config_flow(model: type[M], *, name: str, skip: tuple[str, ...] = ()) -> Callable[[Callable[[M], R]], Flow]:
     """Decorator: ``body(config: model)`` -> a flow named ``name`` with one parameter per field (module docstring).
 
     ``skip`` leaves top-level fields out of the parameters (they keep the model's default).
     """
-    from flows.stage import flow_config
-
     fields = flat_fields(model, skip=skip)
 
     def wrap(body: Callable[[M], R]) -> Flow:
         def entry(**params: Any) -> R:
-            return body(flow_config(model, nest(fields, params)))
+            one_line_deliberate_errors()
+            try:
+                return body(flow_config(model, nest(fields, params)))
+            except Exception as exc:
+                if not is_deliberate(exc):
+                    raise
+                return _failed(exc)
 
         entry.__signature__ = _signature(model, skip)  # type: ignore[attr-defined]
         entry.__name__ = entry.__qualname__ = body.__name__

@@ -14,8 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-__all__ = ["is_dataset", "store_folder", "video_problem", "before_train", "before_evaluate", "before_explain",
-           "after_build", "SMALL_SPLIT"]
+__all__ = ["is_dataset", "store_folder", "video_problem", "before_extract", "before_train", "before_evaluate",
+           "before_explain", "after_build", "SMALL_SPLIT"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,29 @@ def store_folder(path: Path) -> Path:
     return path
 
 
+def _is_store(path: Path) -> bool:
+    from features.store import CARD_FILE
+
+    return (Path(path) / CARD_FILE).is_file()
+
+
+def _require_run(run: Path) -> None:
+    """Refuse a folder that holds no trained run (before any warning about the other inputs)."""
+    from stan_head.checkpoint import RUN_CARD
+
+    if not (Path(run) / RUN_CARD).is_file():
+        what = "no such folder" if not Path(run).exists() else f"not a run folder (no {RUN_CARD})"
+        raise ValueError(f"{run}: {what}; pass the folder `wherewhen train STORE --out RUN` wrote")
+
+
+def before_extract(config: Any) -> list[str]:
+    """Refuse a feature store given as the dataset."""
+    if _is_store(config.dataset_dir):
+        raise ValueError(f"{config.dataset_dir}: a feature store, not a dataset; extract-features reads a dataset "
+                         f"folder (`wherewhen dataset build ... --out DIR`); a store is what `train` and `evaluate` read")
+    return []
+
+
 def _store_card(store: Path) -> dict[str, Any] | None:
     from features.store import CARD_FILE
 
@@ -81,14 +104,19 @@ def before_train(config: Any) -> list[str]:
 
 
 def before_evaluate(config: Any) -> list[str]:
-    """Warn about a tiny split and a split without boxes; estimate STEP's time when it is asked for."""
+    """Refuse a folder that is not a run, a dataset given as the store, and a store the run was not trained
+    on (before any warning); warn about a tiny split and a split without boxes; estimate STEP's time when
+    it is asked for."""
     import pandas as pd
 
-    from features.store import BOXES_FILE, INDEX_FILE
+    from features.store import BOXES_FILE, INDEX_FILE, FeatureStore
     from flows.defaults import STEP_SECONDS_PER_ITERATION
+    from stan_head.checkpoint import check_store, read_run_card
 
+    _require_run(config.run)
     if is_dataset(config.store):
         raise _not_a_store(config.store)
+    check_store(read_run_card(config.run), FeatureStore.open(config.store), config.run)
     index_path = Path(config.store) / INDEX_FILE
     if not index_path.is_file():
         return []
@@ -125,10 +153,11 @@ def video_problem(path: Path) -> str | None:
 
 
 def before_explain(config: Any) -> list[str]:
-    """Refuse a file that is not a video before the run and the model are loaded."""
+    """Refuse a file that is not a video, and a folder that is not a run, before the model is loaded."""
     problem = video_problem(config.video)
     if problem:
         raise ValueError(f"{config.video}: {problem}; give explain a video file (mp4, mkv, webm, avi, mov)")
+    _require_run(config.run)
     return []
 
 

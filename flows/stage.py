@@ -7,7 +7,8 @@ one it calls the library function the flow's tasks wrap (no temporary API server
 import). Deployments always run the flows.
 
 Served flows run in the folder ``wherewhen serve`` started in, so the flows refuse relative
-paths (:func:`require_absolute`); the command line resolves them first (:func:`absolute_paths`).
+paths (:func:`relative_paths` names them; :func:`flows.flow_params.flow_config` refuses them); the
+command line resolves them first (:func:`absolute_paths`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-__all__ = ["Stage", "STAGES", "checked", "configured_api_url", "run_stage", "absolute_paths", "require_absolute", "flow_config",
-           "quiet_prefect_console"]
+__all__ = ["Stage", "STAGES", "checked", "configured_api_url", "run_stage", "absolute_paths", "relative_paths"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -42,7 +42,8 @@ class Stage:
 STAGES: dict[str, Stage] = {
     "build-dataset": Stage("flows.build_dataset:build_dataset_flow", "pipelines.build:build_dataset",
                            after="flows.inputs:after_build"),
-    "extract-features": Stage("flows.extract_features:extract_features_flow", "features.extract:extract_features"),
+    "extract-features": Stage("flows.extract_features:extract_features_flow", "features.extract:extract_features",
+                              before="flows.inputs:before_extract"),
     "train-head": Stage("flows.train_head:train_head_flow", "stan_head.train:train_head",
                         before="flows.inputs:before_train"),
     "evaluate": Stage("flows.evaluate:evaluate_flow", "stan_head.evaluation.evaluate:evaluate_run",
@@ -76,23 +77,6 @@ def configured_api_url() -> str | None:
     return (profiles.get("profiles", {}).get(active, {}) or {}).get("PREFECT_API_URL") or None
 
 
-class _NotOnConsole(logging.Filter):
-    """Drops the flow/task engines' failure records (the command line prints the error once itself)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and record.name.startswith(("prefect.flow_runs", "prefect.task_runs")))
-
-
-def quiet_prefect_console() -> None:
-    """Keep Prefect's console from repeating a failure the command line reports (the API still gets it)."""
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, PrefectConsoleHandler):
-                handler.addFilter(_NotOnConsole())
-
-
 def checked(stage: str, config: BaseModel, run: Any, log: Any) -> Any:
     """``run(config)`` between the stage's ``before`` and ``after`` checks; their warnings go to ``log``."""
     entry = STAGES[stage]
@@ -122,20 +106,22 @@ def run_stage(stage: str, config: BaseModel, tracked: bool | None = None) -> Any
         return checked(stage, config, _load(entry.library), logging.getLogger("wherewhen"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.flow_params import flow_parameters
+    from flows.prefect_logs import quiet_console
 
     flow = _load(entry.flow)
-    quiet_prefect_console()
+    quiet_console()
     return flow(**flow_parameters(config))
 
 
-def _relative_paths(model: BaseModel, prefix: str = "config.") -> list[tuple[str, Path]]:
-    found: list[tuple[str, Path]] = []
+def relative_paths(model: BaseModel, _loc: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Path]]:
+    """Every relative Path field of ``model`` (nested models included): (its location, its value)."""
+    found: list[tuple[tuple[str, ...], Path]] = []
     for name in type(model).model_fields:
         value = getattr(model, name)
         if isinstance(value, Path) and not value.is_absolute():
-            found.append((prefix + name, value))
+            found.append(((*_loc, name), value))
         elif isinstance(value, BaseModel):
-            found.extend(_relative_paths(value, f"{prefix}{name}."))
+            found.extend(relative_paths(value, (*_loc, name)))
     return found
 
 
@@ -152,34 +138,3 @@ def absolute_paths(config: M, base: Path | None = None) -> M:
             if fixed is not value:
                 updates[name] = fixed
     return config.model_copy(update=updates) if updates else config
-
-
-def require_absolute(config: BaseModel) -> None:
-    """Refuse relative paths in a flow's parameters (a served flow would resolve them in the server's folder).
-
-    Raises ValueError naming the parameter.
-    """
-    relative = _relative_paths(config)
-    if relative:
-        named = ", ".join(f"{dotted}={str(value)!r}" for dotted, value in relative)
-        raise ValueError(f"{named}: relative path(s) in the flow parameters, which would resolve against the folder "
-                         f"`wherewhen serve` runs in; give absolute paths")
-
-
-def flow_config(model: type[M], value: M | dict[str, Any]) -> M:
-    """A flow's ``config`` parameter as ``model``: validated (one-line errors naming ``config.<field>``)
-    and with absolute paths only. The flows take their parameter unvalidated from Prefect
-    (``validate_parameters=False``) so that a deployment run fails with this line, not pydantic's text.
-
-    Raises ValueError.
-    """
-    from pydantic import ValidationError
-
-    from flows.errors import validation_text
-
-    try:
-        config = value if isinstance(value, model) else model.model_validate(value)
-    except ValidationError as exc:
-        raise ValueError(validation_text(exc, "fix the run's parameters", style="parameter")) from None
-    require_absolute(config)
-    return config

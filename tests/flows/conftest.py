@@ -1,10 +1,12 @@
-"""Fixtures for the flow and CLI tests: a real Prefect server on a free loopback port
-(helpers in ``flowtest_support``)."""
+"""Fixtures for the flow and CLI tests: a real Prefect server on a free loopback port (helpers in
+``flowtest_support``), a tiny synthetic dataset, and two tiny stores of it with a run trained on one."""
 
 from __future__ import annotations
 
 import subprocess
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -59,3 +61,30 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory):
     summary = build_dataset(BuildConfig(source=source, out=out, workers=1))
     assert summary.clips == 6 and summary.failures == 0, summary.summary_line()
     return out
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """Two stores of ``tiny_dataset`` (other shard sizes, so other store-ids) and a STAN run trained on the first."""
+
+    dataset: Path
+    store: Path
+    other_store: Path
+    run: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """Extracted in-process at 64 px and trained for one epoch: real files, seconds to make."""
+    from features.extract import ExtractConfig, extract_features
+    from stan_head.train import TrainConfig, train_head
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    stores = [
+        extract_features(ExtractConfig(dataset_dir=tiny_dataset, out_root=root / name, workers=0, shard_size=size,
+                                       segment={"num_segments": 3, "frame_size": 64}), progress=False).store_dir
+        for name, size in (("features", 32), ("other", 2))
+    ]
+    run = root / "run"
+    train_head(TrainConfig(store=stores[0], out=run, epochs=1, device="cpu", progress=False))
+    return TinyRun(dataset=tiny_dataset, store=Path(stores[0]), other_store=Path(stores[1]), run=run)
