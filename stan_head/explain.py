@@ -6,7 +6,8 @@ the run carries, weights checked by sha256), then the head predicts; α and β c
 ``attention`` explainer (:meth:`AttentionExplainer.from_output`). Written to ``out`` (names and the
 JSON model in :mod:`stan_head.explanation`):
 
-    explanation_grid.png   the sampled frames, one panel per segment, α_t as a heat map over each
+    explanation_grid.png   the sampled frames, one panel per segment, α_t as a heat map over each (the
+                           annotated event's segments framed when the video is a clip of the run's dataset)
     temporal_attention.png β^a and β^v over time (masked/padded segments shaded)
     explanation.json       the :class:`ExplanationResult` (``write_explanation``)
     explanation.mp4        (``mp4=True``) the source video with α over every frame, at its frame rate
@@ -48,7 +49,19 @@ __all__ = ["BETA_PNG", "GRID_PNG", "JSON_NAME", "MP4_NAME", "ExplainConfig", "Ex
 
 
 class ExplainConfig(BaseModel):
-    """What to explain and where to write it."""
+    """What to explain and where to write it.
+
+    Attributes:
+        run: a run folder written by ``wherewhen train`` (run.json, model.safetensors).
+        video: any video file (mp4, mkv, webm, avi, mov); featurised like the run's store.
+        out: folder for explanation_grid.png, temporal_attention.png, explanation.json (and explanation.mp4).
+        device: auto (CUDA when available), cpu or cuda.
+        mp4: also write explanation.mp4: the video with α over every frame, its own frame rate, size
+            (longer side at most 854 px) and audio.
+        top_k: classes listed with their probabilities.
+        heat_opacity: opacity of the heat map at the top of α's scale (it falls to 0 at uniform attention).
+        decode_timeout_s: seconds the video's decode may take before its child process is killed.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,7 +71,7 @@ class ExplainConfig(BaseModel):
     device: str = "auto"
     mp4: bool = False
     top_k: int = Field(5, ge=1)
-    heat_opacity: float = Field(0.7, ge=0.0, le=1.0)  # at the top of α's scale; it falls to 0 at the bottom
+    heat_opacity: float = Field(0.7, ge=0.0, le=1.0)
     decode_timeout_s: float = Field(120.0, gt=0)
 
 
@@ -122,11 +135,11 @@ def explain_video(config: ExplainConfig) -> ExplanationResult:
     geometry = GridGeometry.from_card(run.card.store_card.get("visual", {}), tuple(run.card.visual_shape))
     title = f"{video.name}: {classes[pred]} (p={ev.probs[pred]:.2f}) — {run.card.head.model}"
     has_audio = bool(feats.decoded.has_audio)
+    event = annotated_event(run.card.store_card.get("dataset_dir"), video)
     files: dict[str, Path] = {
         GRID_PNG: plot_grid(video, ev.alpha, mask, ev.beta_a, ev.beta_v, has_audio, segment_s, title, out / GRID_PNG,
-                            geometry, config.heat_opacity),
-        BETA_PNG: plot_temporal(ev.beta_a, ev.beta_v, mask, has_audio, segment_s, title, out / BETA_PNG,
-                                annotated_event(run.card.store_card.get("dataset_dir"), video)),
+                            geometry, config.heat_opacity, event=event),
+        BETA_PNG: plot_temporal(ev.beta_a, ev.beta_v, mask, has_audio, segment_s, title, out / BETA_PNG, event),
     }
     if config.mp4:
         files[MP4_NAME] = write_overlay_mp4(video, ev.alpha, mask, ev.beta_a, ev.beta_v, has_audio, segment_s, geometry,

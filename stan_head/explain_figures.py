@@ -1,16 +1,17 @@
 """The pictures of ``wherewhen explain``: the where-grid PNG, the when-plot PNG and the overlay mp4.
 
 * :func:`plot_grid` — one panel per segment inside the clip (segments past its end are left out
-  and named in a note), the segment's sampled frame at the video's own display aspect with α_t
-  over it, one colour scale for all panels and a colour bar in α's unit (share of the segment's
-  attention per feature cell).
-* :func:`plot_temporal` — β^v and β^a per segment over time, the annotated event span when the
-  video is a clip of the run's dataset (:func:`annotated_event`), segments past the clip's end
-  shaded; a clip without an audio track says so instead of drawing a β^a.
+  and named in a note; the fewest rows, the fewest empty slots), the segment's sampled frame at the video's own display
+  aspect with α_t over it, one colour scale for all panels and a colour bar in α's unit (share of
+  the segment's attention per feature cell); the annotated event's segments framed in green when
+  the video is a clip of the run's dataset (:func:`annotated_event`).
+* :func:`plot_temporal` — β^v and β^a per segment over time, the annotated event span,
+  segments past the clip's end shaded; a clip without an audio track says so instead of drawing a β^a.
 * :func:`write_overlay_mp4` — the source video re-encoded with α over every frame (the map of the
   segment the frame lies in), at the source frame rate and display size (the longer side capped at
   :data:`MP4_MAX_SIDE`), with the source audio (its own channels and rate), as long as the clip up
-  to the end of the segments the head saw, and a caption strip naming the segment and its β.
+  to the end of the segments the head saw, and a caption strip naming the segment and its β (a
+  shorter caption on a narrow video, so that nothing runs off the frame).
 
 Frames are decoded for the mp4 with PyAV in this process (the file was decoded already for the
 features, so it is known to open); the sample aspect ratio and the rotation of phone videos are
@@ -23,11 +24,13 @@ import logging
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Sequence
 
 import av
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 
 from features.geometry import GridGeometry, upsample_to_frame
 from pipelines.atomic import atomic_path
@@ -59,6 +62,8 @@ __all__ = ["GRID_MAX_SIDE", "MP4_MAX_SIDE", "EventSpan", "VideoGeometry", "annot
 MP4_MAX_SIDE = 854
 #: The grid's frames are scaled so that their longer side is at most this many pixels.
 GRID_MAX_SIDE = 480
+#: The annotated event's colour: its span on the when-plot, the frames of its segments' panels on the grid.
+EVENT_COLOUR = "tab:green"
 _GRID_COLS = 5
 _GRID_MAX_W_IN = 15.0
 _PANEL_H_IN = 2.2
@@ -170,10 +175,19 @@ def sample_frames(video: Path, times: np.ndarray, size: tuple[int, int]) -> np.n
     return np.stack([last if o is None else o for o in out]) if len(times) else np.zeros((0, h, w, 3), np.uint8)
 
 
+def _in_event(i: int, segment_s: float, event: EventSpan | None) -> bool:
+    """Whether segment ``i`` overlaps the annotated event."""
+    return event is not None and i * segment_s < event.end_s and (i + 1) * segment_s > event.start_s
+
+
 def build_grid_figure(video: Path, alpha: np.ndarray, mask: np.ndarray, beta_a: np.ndarray, beta_v: np.ndarray,
                       has_audio: bool, segment_s: float, title: str, geometry: GridGeometry,
-                      opacity: float = 0.7, max_side: int = GRID_MAX_SIDE) -> Figure:
-    """The where-grid of ``video`` (α cells (T, H, W) per segment); see the module doc."""
+                      opacity: float = 0.7, max_side: int = GRID_MAX_SIDE, event: EventSpan | None = None) -> Figure:
+    """The where-grid of ``video`` (α cells (T, H, W) per segment); see the module doc.
+
+    Panels fill the fewest rows of at most five with the fewest empty slots (10 panels: 5 + 5, never
+    4 + 4 + 2); with an ``event``, the panels of the segments it overlaps are framed in green.
+    """
     mask = np.asarray(mask, bool)
     valid = np.flatnonzero(mask)
     vgeo = video_geometry(video)
@@ -181,11 +195,13 @@ def build_grid_figure(video: Path, alpha: np.ndarray, mask: np.ndarray, beta_a: 
     k = _rotation_k(vgeo.rotation)
     dh, dw = (size[1], size[0]) if k % 2 else size
     vmax = _cell_vmax(alpha, mask)
-    panel_w = min(_PANEL_MAX_W_IN, _PANEL_H_IN * dw / dh)
+    n = max(1, len(valid))
+    # the fewest rows of at most _GRID_COLS panels, then the fewest empty slots (10 panels: 5 + 5, 5: one row)
+    cols = min(range(1, min(n, _GRID_COLS) + 1), key=lambda c: (-(-n // c), -(-n // c) * c - n))
+    rows = -(-n // cols)
+    panel_w = min(_PANEL_MAX_W_IN, _PANEL_H_IN * dw / dh, _GRID_MAX_W_IN / cols)
     panel_h = panel_w * dh / dw
-    cols = int(max(1, min(len(valid), _GRID_COLS, _GRID_MAX_W_IN // panel_w)))
-    rows = max(1, -(-len(valid) // cols))
-    fig = new_figure(cols * panel_w + 1.8, rows * (panel_h + 0.35) + 0.9)
+    fig = new_figure(cols * panel_w + 0.4, rows * (panel_h + 0.35) + 1.25)
     uniform = 1.0 / (alpha.shape[1] * alpha.shape[2])
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     frames = sample_frames(video, (valid + 0.5) * segment_s, size)
@@ -198,24 +214,30 @@ def build_grid_figure(video: Path, alpha: np.ndarray, mask: np.ndarray, beta_a: 
         ax.imshow(np.rot90(img, k), interpolation="antialiased")
         when = f"$\\beta^v$ {beta_v[i]:.2f}" + (f"  $\\beta^a$ {beta_a[i]:.2f}" if has_audio else "")
         ax.set_title(f"{_span(i, segment_s)}   {when}", fontsize=FONT_PT)
-    add_colourbar(fig, axes[: len(valid)] if len(valid) else axes, 0.0, vmax,
-                  f"α: share of the segment's attention\nper feature cell ({alpha.shape[1]}×{alpha.shape[2]} cells; "
-                  f"clear up to uniform)", mark=(min(uniform, vmax), "uniform"))
+        if _in_event(i, segment_s, event):
+            ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, edgecolor=EVENT_COLOUR,
+                                   linewidth=4, clip_on=False))
+    add_colourbar(fig, axes, 0.0, vmax,
+                  f"α: share of the segment's attention per feature cell ({alpha.shape[1]}×{alpha.shape[2]} cells); "
+                  f"the overlay is transparent below uniform", mark=(min(uniform, vmax), "uniform"),
+                  orientation="horizontal", fraction=0.08)
     notes = [f"where: $\\alpha_t$ over the frame at each segment's centre ({vgeo.display_hw[1]}×{vgeo.display_hw[0]} video)"]
     if len(valid) < len(mask):
         notes.append(f"segments {len(valid) + 1}–{len(mask)} lie past the clip's end and are not shown")
     if not has_audio:
-        notes.append("no audio track: β^a is not defined")
+        notes.append("no audio track: $\\beta^a$ is not defined")
+    if event is not None:
+        notes.append(f"green frame: the annotated event ({event.start_s:g}–{event.end_s:g} s)")
     fig.suptitle(title + "\n" + "; ".join(notes), fontsize=FONT_PT + 1)
     return fig
 
 
 def plot_grid(video: Path, alpha: np.ndarray, mask: np.ndarray, beta_a: np.ndarray, beta_v: np.ndarray,
               has_audio: bool, segment_s: float, title: str, path: Path, geometry: GridGeometry,
-              opacity: float = 0.7) -> Path:
+              opacity: float = 0.7, event: EventSpan | None = None) -> Path:
     """``explanation_grid.png``: see :func:`build_grid_figure`."""
     return save_png(build_grid_figure(video, alpha, mask, beta_a, beta_v, has_audio, segment_s, title, geometry,
-                                      opacity), path)
+                                      opacity, event=event), path)
 
 
 # when: the temporal plot -----------------------------------------------------------------------
@@ -230,9 +252,9 @@ def build_temporal_figure(beta_a: np.ndarray, beta_v: np.ndarray, mask: np.ndarr
     ax = fig.subplots()
     handles = []
     if event is not None:
-        ax.axvspan(event.start_s, event.end_s, facecolor="tab:green", alpha=0.15, hatch="//", edgecolor="tab:green",
+        ax.axvspan(event.start_s, event.end_s, facecolor=EVENT_COLOUR, alpha=0.15, hatch="//", edgecolor=EVENT_COLOUR,
                    linewidth=0, zorder=0)
-        handles.append(Patch(facecolor="tab:green", alpha=0.3, hatch="//", edgecolor="tab:green",
+        handles.append(Patch(facecolor=EVENT_COLOUR, alpha=0.3, hatch="//", edgecolor=EVENT_COLOUR,
                              label=f"annotated event {event.start_s:g}–{event.end_s:g} s"))
     for i in np.flatnonzero(~mask):
         ax.axvspan(i * segment_s, (i + 1) * segment_s, color="0.88", zorder=0)
@@ -268,16 +290,49 @@ def plot_temporal(beta_a: np.ndarray, beta_v: np.ndarray, mask: np.ndarray, has_
 
 
 # the mp4 --------------------------------------------------------------------------------------
-def _caption(text: str, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """A caption strip (height, width): RGB float and alpha (…, 1), white text on translucent black, and a colour key."""
-    fig = Figure(figsize=(width / DPI, height / DPI), facecolor=(0, 0, 0, 0.55))
-    pt = 0.5 * height * 72.0 / DPI
-    fig.text(0.01, 0.5, text, color="white", fontsize=pt, va="center", ha="left")
-    key = fig.add_axes((0.80, 0.3, 0.12, 0.4))
-    key.imshow(np.linspace(0, 1, 64)[None], cmap=HEAT_CMAP, aspect="auto")  # the overlay's colours, low to high
-    key.set_axis_off()
-    fig.text(0.79, 0.5, "α low", color="white", fontsize=pt * 0.8, va="center", ha="right")
-    fig.text(0.93, 0.5, "high", color="white", fontsize=pt * 0.8, va="center", ha="left")
+def _caption(variants: Sequence[str], width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """A caption strip (height, width): RGB float and alpha (…, 1), white text on translucent black.
+
+    ``variants`` go from the longest text to the shortest (the last one the least worth keeping): the
+    longest that fits beside a colour key of the overlay ("α low ▬ high") is drawn with it, else the
+    longest that fits alone; so a narrow video gets a shorter caption and no key, never text that
+    runs into the key or off the frame.
+    """
+    pt = 0.55 * height * 72.0 / DPI
+    pad = max(2.0, 0.01 * width)
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor=(0, 0, 0, 0.55))
+    FigureCanvasAgg(fig)
+    renderer = fig.canvas.get_renderer()
+
+    def text(x_px: float, words: str, ha: str, size: float) -> float:
+        """Draw ``words`` at x (pixels); returns its width in pixels."""
+        t = fig.text(x_px / width, 0.5, words, color="white", fontsize=size, va="center", ha=ha)
+        return t.get_window_extent(renderer).width
+
+    # the key, laid out from the right edge in pixels: "α low" [bar] "high"
+    high = text(width - pad, "high", "right", pt * 0.85)
+    bar_w = max(12.0, 0.08 * width)
+    bar_right = width - pad - high - 3
+    low = text(bar_right - bar_w - 3, "α low", "right", pt * 0.85)
+    key_left = bar_right - bar_w - 3 - low
+    key_parts = fig.texts[:]
+    # preference: every variant but the last (the span alone) with the key, then without it; the span last
+    options = [(words, True) for words in variants[:-1]] + [(words, False) for words in variants[:-1]]
+    options += [(variants[-1], True), (variants[-1], False)]
+    for words, with_key in options:
+        room = (key_left if with_key else width) - 2 * pad
+        t = fig.text(pad / width, 0.5, words, color="white", fontsize=pt, va="center", ha="left")
+        if t.get_window_extent(renderer).width <= room:
+            break
+        t.remove()
+    if not with_key:
+        for part in key_parts:   # no room for the key beside the text
+            part.remove()
+        key_parts = []
+    if key_parts:
+        key = fig.add_axes(((bar_right - bar_w) / width, 0.3, bar_w / width, 0.4))
+        key.imshow(np.linspace(0, 1, 64)[None], cmap=HEAT_CMAP, aspect="auto")  # the overlay's colours, low to high
+        key.set_axis_off()
     rgba = render_rgba(fig).astype(np.float32) / 255.0
     rgba = rgba[:height, :width]
     return rgba[..., :3], rgba[..., 3:4]
@@ -318,7 +373,7 @@ def write_overlay_mp4(video: Path, alpha: np.ndarray, mask: np.ndarray, beta_a: 
     vmax = _cell_vmax(alpha, mask)
     uniform = 1.0 / (alpha.shape[1] * alpha.shape[2])
     window_s = len(mask) * segment_s
-    strip = max(16, int(round(out_h * 0.07)) // 2 * 2)
+    strip = min(out_h // 3, max(18, int(round(out_h * 0.07)) // 2 * 2))
     heat: dict[int, np.ndarray] = {}
     captions: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     with av.open(str(video)) as container:
@@ -344,8 +399,9 @@ def write_overlay_mp4(video: Path, alpha: np.ndarray, mask: np.ndarray, beta_a: 
             if seg not in heat:
                 heat[seg] = heat_rgba(upsample_to_frame(alpha[seg][None], (h, w), geometry)[0] / max(vmax, 1e-12), opacity,
                                       floor=uniform / max(vmax, 1e-12))
-                when = f"β^v {beta_v[seg]:.2f}" + (f"  β^a {beta_a[seg]:.2f}" if has_audio else "  (no audio track)")
-                captions[seg] = _caption(f"{label}  {_span(seg, segment_s)}  {when}".strip(), out_w, strip)
+                when = rf"$\beta^v$ {beta_v[seg]:.2f}" + (rf"  $\beta^a$ {beta_a[seg]:.2f}" if has_audio else "  no audio track")
+                span = _span(seg, segment_s)
+                captions[seg] = _caption([f"{label}  {span}  {when}".strip(), f"{span}  {when}", span], out_w, strip)
             img = blend_rgba(frame.to_ndarray(format="rgb24", width=w, height=h), heat[seg])
             img = np.rot90(img, k).astype(np.float32) / 255.0
             rgb, a = captions[seg]

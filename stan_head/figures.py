@@ -110,18 +110,27 @@ def blend_heat(frame: np.ndarray, values: np.ndarray, opacity: float, floor: flo
 
 
 def add_colourbar(fig: Figure, axes: Axes | list[Axes] | np.ndarray, vmin: float, vmax: float, label: str,
-                  cmap: str = HEAT_CMAP, fraction: float = 0.04, mark: tuple[float, str] | None = None) -> Colorbar:
-    """A vertical colour bar of ``cmap`` on [vmin, vmax] to the right of ``axes``, labelled with ``label`` (units).
+                  cmap: str = HEAT_CMAP, fraction: float = 0.04, mark: tuple[float, str] | None = None,
+                  orientation: str = "vertical") -> Colorbar:
+    """A colour bar of ``cmap`` on [vmin, vmax] beside ``axes`` (right of them, or under them when
+    ``orientation`` is ``"horizontal"``), labelled with ``label`` (units).
 
     ``mark``: (value, text) drawn as a line across the bar (e.g. the level below which the overlay is transparent).
     """
     mappable = ScalarMappable(norm=Normalize(vmin=vmin, vmax=vmax), cmap=colormaps[cmap])
     ax_list = list(np.ravel(axes)) if not isinstance(axes, Axes) else [axes]
-    bar = fig.colorbar(mappable, ax=ax_list, fraction=fraction, pad=0.01, aspect=30)
+    horizontal = orientation == "horizontal"
+    bar = fig.colorbar(mappable, ax=ax_list, fraction=fraction, pad=0.01 if not horizontal else 0.03, aspect=30 if not horizontal else 45,
+                       orientation=orientation, shrink=1.0 if not horizontal else 0.6)
     bar.set_label(label, fontsize=FONT_PT)
     bar.ax.tick_params(labelsize=SMALL_PT)
     if mark is not None:
-        bar.ax.axhline(mark[0], color="white", linewidth=1.5)
-        bar.ax.text(-0.15, mark[0], mark[1], transform=bar.ax.get_yaxis_transform(), ha="right", va="center",
-                    fontsize=SMALL_PT)
+        if horizontal:
+            bar.ax.axvline(mark[0], color="white", linewidth=1.5)
+            bar.ax.text(mark[0], 1.15, mark[1], transform=bar.ax.get_xaxis_transform(), ha="center", va="bottom",
+                        fontsize=SMALL_PT)
+        else:
+            bar.ax.axhline(mark[0], color="white", linewidth=1.5)
+            bar.ax.text(-0.15, mark[0], mark[1], transform=bar.ax.get_yaxis_transform(), ha="right", va="center",
+                        fontsize=SMALL_PT)
     return bar

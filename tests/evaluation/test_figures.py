@@ -112,7 +112,7 @@ def test_grid_keeps_the_video_aspect_and_shows_no_padding_panel(media_files):
         assert img.shape[1] / img.shape[0] == pytest.approx(1280 / 720, rel=0.02)
         assert img.std() > 10  # a real frame, not a black panel
     bars = _colourbars(fig)
-    assert len(bars) == 1 and "share of the segment's attention" in bars[0].get_ylabel()
+    assert len(bars) == 1 and "share of the segment's attention" in bars[0].get_xlabel()  # under the panels
     assert "past the clip's end" in fig.get_suptitle()
     _assert_readable(fig)
 
