@@ -18,8 +18,8 @@ from features.compute_kind import ComputeKindMismatch
 from features.plan import ExtractConfig, StorePlan
 from features.shard_engine import ShardResult, close_decoder, extract_shard
 
-__all__ = ["RunnerKind", "runner_kind", "machine_cores", "local_cluster_kwargs", "dask_client", "run_shards",
-           "ShardTaskError"]
+__all__ = ["RunnerKind", "runner_kind", "machine_cores", "local_cluster_kwargs", "LOCAL_CLUSTER_CONFIG",
+           "local_cluster_config", "dask_client", "run_shards", "ShardTaskError"]
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,41 @@ def local_cluster_kwargs(workers: int | None = None) -> dict[str, Any]:
             "dashboard_address": None}
 
 
+#: Dask settings under which the in-process extraction cluster is made (read when its scheduler and
+#: worker start). Dask's defaults wake the event loops every 20 ms (tick), sample the running threads
+#: every 10 ms (the worker's profiler) and poll memory every 100 ms: about 6 % of a core on an idle
+#: LocalCluster, 0.6 % with these (docs/BENCHMARKS.md). Shard tasks are few and long and their
+#: results small, so nothing here needs the finer intervals; nothing changes what is computed.
+LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
+
+
+@contextlib.contextmanager
+def local_cluster_config() -> Iterator[None]:
+    """Dask's configuration set to :data:`LOCAL_CLUSTER_CONFIG` while a cluster is created in it."""
+    import dask
+
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
+        yield
+
+
 @contextlib.contextmanager
 def dask_client(cfg: ExtractConfig) -> Iterator[Any]:
     """A Dask client for ``cfg``: ``Client(dask_address)``, or an in-process LocalCluster of
-    ``workers`` threads (:func:`local_cluster_kwargs`)."""
+    ``workers`` threads (:func:`local_cluster_kwargs`, made under :func:`local_cluster_config`)."""
     from distributed import Client, LocalCluster
 
     if runner_kind(cfg.workers, cfg.dask_address) == "remote":
         with Client(cfg.dask_address) as client:
             yield client
         return
-    with LocalCluster(**local_cluster_kwargs(cfg.workers)) as cluster, Client(cluster) as client:
+    with local_cluster_config():
+        cluster = LocalCluster(**local_cluster_kwargs(cfg.workers))
+    with cluster, Client(cluster) as client:
         yield client
 
 

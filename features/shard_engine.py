@@ -149,17 +149,19 @@ _extractors_lock = threading.Lock()
 
 
 def _extractors(visual: VisualConfig, audio: AudioConfig, device: str, frame_size: int, audio_rate: int,
-                visual_sha: str | None, audio_sha: str | None) -> tuple[Any, Any]:
+                visual_sha: str | None, audio_sha: str | None, batch_size: int) -> tuple[Any, Any]:
     """The frozen extractors, built once per process (by one thread; the others wait) and shared by
     its shard tasks; see :func:`_build_extractors`."""
     with _extractors_lock:
-        return _build_extractors(visual, audio, device, frame_size, audio_rate, visual_sha, audio_sha)
+        return _build_extractors(visual, audio, device, frame_size, audio_rate, visual_sha, audio_sha, batch_size)
 
 
 @functools.lru_cache(maxsize=2)
 def _build_extractors(visual: VisualConfig, audio: AudioConfig, device: str, frame_size: int, audio_rate: int,
-                      visual_sha: str | None, audio_sha: str | None) -> tuple[Any, Any]:
-    """The frozen extractors for a plan, cached per process.
+                      visual_sha: str | None, audio_sha: str | None, batch_size: int) -> tuple[Any, Any]:
+    """The frozen extractors for a plan, cached per process, the visual one warmed up at the plan's
+    batch size (its inference graph built and run once: a one-off cost of the model load, not of
+    the first shard's first batch).
 
     Read-only after construction (inference only), so shard tasks running in threads of one
     process share them; the cache is bounded and keyed by everything that defines them, including
@@ -171,6 +173,7 @@ def _build_extractors(visual: VisualConfig, audio: AudioConfig, device: str, fra
     for kind, got, want in (("visual", v.weights_sha256, visual_sha), ("audio", a.weights_sha256, audio_sha)):
         if (want if want != "random" else None) != got:
             raise WeightsError(f"{kind} weights changed since the store was planned: sha256 {got}, planned {want}")
+    v.warm_up(batch_size)
     return v, a
 
 
@@ -260,7 +263,7 @@ def _extract_shard(plan: StorePlan, shard: int, path: Path) -> ShardResult:
     try:
         t = time.perf_counter()
         visual, audio = _extractors(cfg.visual, cfg.audio, str(device), spec.frame_size, spec.audio_rate,
-                                    plan.visual_sha256, plan.audio_sha256)
+                                    plan.visual_sha256, plan.audio_sha256, plan.batch_size)
         t_models = time.perf_counter() - t
         batcher = _FrameBatcher(visual, plan.batch_size)
         while True:

@@ -9,7 +9,8 @@ feature map (N, C, H, W). Calling it on uint8 frames (N, S, S, 3) normalises ins
 Inference engine on the CPU (``engine``): ``"graph"`` (default) runs a frozen TorchScript graph of
 the module (``torch.jit.trace`` → ``torch.jit.freeze`` → ``torch.jit.optimize_for_inference``:
 BatchNorm folded into the convolutions, activations fused, oneDNN weights pre-packed), built once
-from the first batch. It is faster than the eager channels-last module at every batch size on the
+from the first batch (or by :meth:`VisualExtractor.warm_up`, which the shard engine calls in the
+model load). It is faster than the eager channels-last module at every batch size on the
 CPU (docs/BENCHMARKS.md, ``bench/extract_sweep.py``); outputs differ from eager in the last float32
 bits and are bit-identical from run to run at a fixed batch size and thread count. One extractor
 may be called from several threads at once (the graph is built once, under a lock). ``"eager"``
@@ -144,6 +145,15 @@ class VisualExtractor:
             x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
             y = self._inference_module(x)(x)
             return y.permute(0, 2, 3, 1).float().cpu().contiguous()
+
+    def warm_up(self, batch_size: int) -> None:
+        """Build the inference module now and run it once on ``batch_size`` black frames, so that
+        a caller's first real batch runs at speed (the graph build and oneDNN's first-call set-up are
+        one-off costs of the model load). The graph is the one a first real batch would build: the
+        trace records the same operations whatever the values and batch size
+        (tests/features/test_throughput_fixed_costs.py)."""
+        s = self.input_size
+        self(torch.zeros(batch_size, s, s, 3, dtype=torch.uint8))
 
     def _inference_module(self, example: torch.Tensor) -> Any:
         """The module inference runs: the frozen graph on the CPU with engine "graph" (built on first use)."""

@@ -35,14 +35,22 @@ __all__ = ["probe_file", "probe_audio", "decode_into", "serve", "main", "PROBE_A
 
 
 def _open_audio(path: str, rate: int) -> np.ndarray | None:
-    """The whole audio track resampled to ``rate`` Hz mono, float32 (n,); None without audio."""
+    """The whole audio track resampled to ``rate`` Hz mono, float32 (n,); None without audio.
+
+    decord's ``AudioReader`` decodes and resamples the track when it opens and keeps the samples
+    as a numpy array (channels, n); ``ar[:]`` would copy them through a Python list of n indices
+    and a fancy-index (about 18 ms of a 10-s clip's 31 ms, docs/BENCHMARKS.md), so the array is
+    read directly: the same values (tests/pipelines/test_media_decode_path.py checks them against ``ar[:]``).
+    """
     import decord
 
     try:
         ar = decord.AudioReader(path, ctx=decord.cpu(0), sample_rate=rate, mono=True)
     except decord.DECORDError:  # no audio stream
         return None
-    samples = ar[:].asnumpy()
+    samples = getattr(ar, "_array", None)   # decord 0.6's decoded samples; another version: its public ar[:]
+    if not isinstance(samples, np.ndarray):
+        samples = ar[:].asnumpy()
     return np.ascontiguousarray(samples.reshape(-1), dtype=np.float32)
 
 

@@ -57,3 +57,71 @@ def test_the_inference_path_imports_no_timm_torchvision_or_dynamo():
     out = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=300, check=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == {"timm": False, "torchvision": False, "torch._dynamo": False}
+
+
+def _decoded_frames(path, n: int, size: int) -> torch.Tensor:
+    """``n`` real frames (uint8 (n, size, size, 3)) of a sample video."""
+    from pipelines.media import decode_clip
+    from pipelines.segments import SegmentSpec
+
+    clip = decode_clip(path, SegmentSpec(num_segments=5, frames_per_segment=2, frame_size=size))
+    return torch.from_numpy(clip.frames[clip.segment_mask].reshape(-1, size, size, 3)[:n].copy())
+
+
+def test_warm_up_builds_the_graph_a_first_real_batch_would(media_files):
+    """The warm-up (black frames at the plan's batch size, in the model load) gives the same values as a
+    graph built by a first real batch of another size, at every batch size (issue 18.3)."""
+    from features.extractors import VisualConfig, build_visual
+
+    torch.set_num_threads(1)
+    frames = _decoded_frames(media_files.bigbuckbunny, 8, 64)
+    warmed = build_visual(VisualConfig(), input_size=64)
+    warmed.warm_up(4)
+    assert warmed._graph is not None   # built in the warm-up, not by the first real batch
+    first_real = build_visual(VisualConfig(), input_size=64)
+    expected = {n: first_real(frames[:n]) for n in (3, 4, 1, 8)}   # its graph traced on 3 real frames
+    for n, want in expected.items():
+        assert torch.equal(warmed(frames[:n]), want), n
+
+
+def test_the_model_is_built_and_warmed_once_per_process_and_shared_by_threads():
+    import threading
+
+    from features.extractors import AudioConfig, VisualConfig, weights_identity
+    from features.shard_engine import _extractors
+
+    got: list[tuple] = []
+    sha = weights_identity(VisualConfig())
+
+    def build() -> None:
+        got.append(_extractors(VisualConfig(), AudioConfig(), "cpu", 64, 16000, sha, None, 2))
+
+    threads = [threading.Thread(target=build) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 3 and all(g[0] is got[0][0] and g[1] is got[0][1] for g in got)
+    assert got[0][0]._graph is not None
+
+
+def test_the_local_cluster_runs_with_quiet_dask_settings(tmp_path):
+    """The in-process cluster is made with the worker's profiler off and 1-s ticks and monitors
+    (features.runner.LOCAL_CLUSTER_CONFIG); Dask's global configuration is left as it was."""
+    import dask
+    import distributed  # noqa: F401 - loads Dask's distributed defaults
+
+    from features.extract import ExtractConfig
+    from features.runner import dask_client
+
+    before = dask.config.get("distributed.admin.tick.interval")
+    cfg = ExtractConfig(dataset_dir=tmp_path, out_root=tmp_path, workers=2)
+    with dask_client(cfg) as client:
+        scheduler = client.cluster.scheduler
+        (worker,) = client.cluster.workers.values()
+        assert scheduler._tick_interval == worker._tick_interval == 1.0
+        assert "profile" not in worker.periodic_callbacks
+        assert worker.memory_manager.memory_monitor_interval == 1.0
+        assert client.submit(sum, [1, 2]).result() == 3
+        assert worker.state.nthreads == 2
+    assert dask.config.get("distributed.admin.tick.interval") == before
