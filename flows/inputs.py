@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,8 @@ def after_build(config: Any, summary: Any) -> list[str]:
     longer = [d for d in durations if d > span + 1e-6]
     if not longer:
         return []
+    whole = math.ceil(max(longer) / spec.segment_s - 1e-9)
     return [f"{summary.out}: {len(longer)} of {len(durations)} clip(s) are longer than {span:g} s (up to "
             f"{max(longer):.1f} s); extraction reads {spec.num_segments} segments of {spec.segment_s:g} s from the "
-            f"start, so the rest is not used (shorter clips are padded); set --segment-num-segments to read more"]
+            f"start, so the rest is not used (shorter clips are padded); `wherewhen extract-features "
+            f"--segment-num-segments {whole}` reads them whole"]

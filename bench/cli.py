@@ -1,0 +1,174 @@
+"""Benchmark: the command line as a person meets it — wall time of real ``wherewhen`` processes.
+
+    .venv/bin/python bench/cli.py                       # 100+ test clips for evaluate, 3 repeats of the fast commands
+    .venv/bin/python bench/cli.py --test-clips 8 --repeats 1 --no-docs   # smoke run
+
+Measures, in one run and on the same machine state, with no Prefect API configured (the stages run
+in the command's process, as a newcomer's first commands do):
+
+* ``wherewhen extract-features DATASET --out ROOT`` on a store that is already complete (a no-op);
+* ``wherewhen dataset info DATASET``;
+* ``wherewhen <command> --help`` for every command and subcommand;
+* ``wherewhen evaluate RUN --store STORE --out DIR`` with the defaults (the fast explainers) on a
+  test split of ``--test-clips`` clips.
+
+Each fast command runs ``--repeats`` times after one warm-up call (the warm-up fills the command
+line's option cache, ``flows.cli_cache``; its time is reported as the cold figure); the median and
+the slowest repeat are reported. The dataset (synthetic, 8 classes, ``--test-clips / 0.45`` clips),
+its store and a STAN run are made once under ``--work`` with the library. Writes/replaces its
+section of ``docs/BENCHMARKS.md``. Goals (issue 16): no-op extract-features and dataset info
+≤ 2 s, every ``--help`` ≤ 1 s, evaluate with defaults on 100 clips ≤ 3 min, on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from docs_section import publish_section  # noqa: E402
+
+log = logging.getLogger("bench.cli")
+WHEREWHEN = Path(sys.executable).parent / "wherewhen"
+GOALS = {"extract-features (no-op)": 2.0, "dataset info": 2.0, "--help": 1.0, "evaluate": 180.0}
+
+
+def prepare(work: Path, test_clips: int, seed: int) -> tuple[Path, Path, Path]:
+    """Dataset → store → trained STAN run under ``work``, each step skipped when already there."""
+    from features.extract import ExtractConfig, extract_features
+    from pipelines.build import BuildConfig, build_dataset
+    from pipelines.sources.synthetic import SyntheticSource
+    from stan_head.checkpoint import run_files
+    from stan_head.train import TrainConfig, train_head
+
+    clips = max(8, round(test_clips / 0.45))
+    dataset = work / f"ds-{clips}"
+    if not (dataset / "dataset.json").is_file():
+        build_dataset(BuildConfig(source=SyntheticSource(clips=clips, classes=8, seed=seed), out=dataset, workers=2,
+                                  split_fractions=(0.45, 0.1, 0.45)))
+    store = extract_features(ExtractConfig(dataset_dir=dataset, out_root=work / "features"), progress=False)
+    run = work / f"run-{store.store_id}"
+    if not all(p.is_file() for p in run_files(run)):
+        train_head(TrainConfig(store=store.store_dir, out=run, device="cpu", progress=False, seed=seed))
+    return dataset, Path(store.store_dir), run
+
+
+def _env(work: Path) -> dict[str, str]:
+    """No Prefect API (in-process stages, the default); the option cache and Prefect's home under ``work``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(work / "prefect-home"), WHEREWHEN_CACHE_DIR=str(work / "cli-cache"))
+    return env
+
+
+def _timed(args: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(WHEREWHEN), *args], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"wherewhen {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return seconds
+
+
+def _commands() -> list[list[str]]:
+    """Every command path of the command line (asked of its groups, which load commands lazily)."""
+    import click
+
+    from flows.cli import main
+
+    def walk(group: click.Group, prefix: list[str]) -> list[list[str]]:
+        out = [prefix]
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            cmd = group.get_command(ctx, name)
+            out += walk(cmd, [*prefix, name]) if isinstance(cmd, click.Group) else [[*prefix, name]]
+        return out
+
+    return walk(main, [])
+
+
+def _repeat(args: list[str], env: dict[str, str], repeats: int) -> dict[str, float]:
+    cold = _timed(args, env)
+    runs = [_timed(args, env) for _ in range(repeats)]
+    return {"cold": cold, "median": statistics.median(runs), "max": max(runs)}
+
+
+def _row(name: str, t: dict[str, float], goal: float) -> str:
+    ok = "yes" if t["max"] <= goal else "**no**"
+    return f"| {name} | {t['median']:.2f} | {t['max']:.2f} | {t['cold']:.2f} | ≤ {goal:g} | {ok} |"
+
+
+def _commit() -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    return head + (" (with uncommitted changes in the checkout)" if dirty else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", type=Path, default=Path("/tmp/wherewhen-bench-cli"))
+    p.add_argument("--test-clips", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--docs", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
+    p.add_argument("--no-docs", action="store_true", help="do not write docs/BENCHMARKS.md")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    dataset, store, run = prepare(args.work, args.test_clips, args.seed)
+    env = _env(args.work)
+    rows = []
+    load_before = os.getloadavg()[0]
+    rows.append(("extract-features (no-op)", _repeat(["extract-features", str(dataset), "--out", str(store.parents[1])],
+                                                     env, args.repeats), GOALS["extract-features (no-op)"]))
+    rows.append(("dataset info", _repeat(["dataset", "info", str(dataset)], env, args.repeats), GOALS["dataset info"]))
+    helps = {" ".join(c): _repeat([*c, "--help"], env, args.repeats) for c in _commands()}
+    slowest = max(helps, key=lambda k: helps[k]["max"])
+    rows.append((f"`--help`, the slowest of {len(helps)} commands (`{f'wherewhen {slowest}'.strip()} --help`)",
+                 helps[slowest], GOALS["--help"]))
+    all_help = [t["median"] for t in helps.values()]
+    out = args.work / "report"
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(WHEREWHEN), "evaluate", str(run), "--store", str(store), "--out", str(out)], env=env,
+                          capture_output=True, text=True)
+    evaluate_s = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"evaluate failed:\n{proc.stderr[-3000:]}")
+    clips = next((w.split("=")[1] for w in proc.stdout.split() if w.startswith("clips=")), "?")
+    rows.append((f"evaluate, defaults ({clips} test clips)", {"cold": evaluate_s, "median": evaluate_s, "max": evaluate_s},
+                 GOALS["evaluate"]))
+    load_after = os.getloadavg()[0]
+
+    cmd = " ".join([".venv/bin/python", "bench/cli.py", *(argv if argv is not None else sys.argv[1:])])
+    lines = [
+        "## The command line (bench/cli.py)",
+        "",
+        f"`{cmd}` — commit {_commit()}; {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; load average {load_before:.1f} before, {load_after:.1f} after. Real "
+        f"`wherewhen` processes, no Prefect API (stages in-process); wall seconds per process, median and slowest of "
+        f"{args.repeats} after a warm-up call; \"cold\" is that warm-up (the first command after an install or a code "
+        f"change fills the option cache).",
+        "",
+        "| command | median s | slowest s | cold s | goal s | met |",
+        "| --- | ---: | ---: | ---: | ---: | :---: |",
+        *[_row(name, t, goal) for name, t, goal in rows],
+        "",
+        f"`--help` of all {len(helps)} commands: median {statistics.median(all_help):.2f} s, "
+        f"range {min(all_help):.2f}–{max(all_help):.2f} s.",
+    ]
+    publish_section(args.docs, "bench/cli.py", "\n".join(lines), write=not args.no_docs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
