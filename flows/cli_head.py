@@ -9,7 +9,7 @@ import click
 
 from flows.cli_common import CONTEXT, config_of, stage
 from flows.cli_options import load_model, model_params
-from flows.inputs import store_folder
+from flows.inputs import require_video, store_folder
 
 __all__ = ["train", "explain", "evaluate"]
 
@@ -30,6 +30,7 @@ def _train(**values: Any) -> None:
 
 def _explain(as_json: bool, **values: Any) -> None:
     """Explain the trained RUN's prediction on any VIDEO file: where (α) and when (β)."""
+    require_video(values["video"])   # before the model's modules (torch) are imported: a text file fails at once
     result = stage("explain", config_of(load_model(EXPLAIN_CONFIG), values))
     if as_json:
         click.echo(result.model_dump_json(indent=2))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["is_dataset", "store_folder", "video_problem", "before_extract", "before_train", "before_evaluate",
-           "before_explain", "after_build", "SMALL_SPLIT"]
+           "before_explain", "require_video", "after_build", "SMALL_SPLIT"]
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,9 @@ def before_evaluate(config: Any) -> list[str]:
                      f"and only when and deletion/insertion are scored (boxes come from the dataset's boxes.csv)")
     if "step" in config.explainers or "step_pixel" in config.explainers:
         m = min(n, config.step_max_clips or n)
-        minutes = m * config.step_iterations * STEP_SECONDS_PER_ITERATION / 60
-        notes.append(f"STEP on {m} clip(s) x {config.step_iterations} steps: about {minutes:.0f} min on a 2-core "
+        seconds = m * config.step_iterations * STEP_SECONDS_PER_ITERATION
+        took = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+        notes.append(f"STEP on {m} clip(s) x {config.step_iterations} steps: about {took} on a 2-core "
                      f"CPU (less on a GPU); leave step out of --explainers for a fast report")
     return notes
 
@@ -153,11 +154,16 @@ def video_problem(path: Path) -> str | None:
     }.get(code or "")
 
 
+def require_video(path: Path) -> None:
+    """Refuse a file that cannot be a video (from its first bytes; no decoder, no torch). Raises ValueError."""
+    problem = video_problem(path)
+    if problem:
+        raise ValueError(f"{path}: {problem}; give explain a video file (mp4, mkv, webm, avi, mov)")
+
+
 def before_explain(config: Any) -> list[str]:
     """Refuse a file that is not a video, and a folder that is not a run, before the model is loaded."""
-    problem = video_problem(config.video)
-    if problem:
-        raise ValueError(f"{config.video}: {problem}; give explain a video file (mp4, mkv, webm, avi, mov)")
+    require_video(config.video)
     _require_run(config.run)
     return []
 
