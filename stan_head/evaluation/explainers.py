@@ -19,7 +19,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -254,6 +254,48 @@ def _temporal_from_masks(saliency: torch.Tensor, segment_mask: torch.Tensor) -> 
     return (saliency.sum(dim=(2, 3)) * segment_mask.to(saliency.dtype)).cpu().numpy()
 
 
+STEPScore = Literal["auto", "evidence", "neutral_audio", "full"]
+"""What STEP's preservation game keeps high — the logits its masks must preserve:
+
+* ``"evidence"``: ``HeadOutput.visual_logits``, the head's visual-evidence pathway (real audio);
+* ``"neutral_audio"``: the final logits with the audio held at a neutral reference in every segment;
+* ``"full"``: the final logits with the clip's own audio;
+* ``"auto"`` (default): ``evidence`` when the head has visual logits, else ``neutral_audio`` when a
+  reference is given, else ``full``.
+
+Why not ``full`` by default: STEP perturbs only the visual input, and a head that decides from the
+sound keeps p(target) whatever the mask hides (on the hard preset's val split the base STAN head
+gave p(target) 0.72 with every visual cell kept and 0.67 with every cell at the most blurred
+level), so the preservation game has nothing to find and its masks go wherever the area and
+smoothness terms push them.
+"""
+
+
+def step_logits(head: torch.nn.Module, score: str, audio_reference: torch.Tensor | None,
+                probe: HeadBatch) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``(visual, audio, mask) -> logits`` that STEP preserves (see :data:`STEPScore`), resolved for ``head``."""
+    if score == "auto":
+        with torch.no_grad():
+            out = head(probe.visual[:1], probe.audio[:1], probe.segment_mask[:1])
+        score = "evidence" if out.visual_logits is not None else "neutral_audio" if audio_reference is not None else "full"
+        logger.debug("STEP preserves the %s logits", score)
+    if score == "evidence":
+        def evidence(visual: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            out = head(visual, audio, mask).visual_logits
+            if out is None:
+                raise ValueError("STEP score 'evidence' needs a head with visual-evidence logits (HeadOutput.visual_logits)")
+            return out
+        return evidence
+    if score == "neutral_audio":
+        if audio_reference is None:
+            raise ValueError("STEP score 'neutral_audio' needs an audio reference (the train split's mean audio feature)")
+        ref = audio_reference.reshape(1, 1, -1)
+        return lambda visual, audio, mask: head(visual, ref.to(audio).expand_as(audio), mask).logits
+    if score == "full":
+        return lambda visual, audio, mask: head(visual, audio, mask).logits
+    raise ValueError(f"unknown STEP score {score!r}; use auto, evidence, neutral_audio or full")
+
+
 @register_explainer("step")
 class STEPFeatureExplainer:
     """STEP in feature space: perturb the cached visual feature maps (audio untouched).
@@ -267,19 +309,25 @@ class STEPFeatureExplainer:
         config: :class:`STEPConfig`; ``max_blur`` is taken in feature cells.
         batch_size: clips optimised together.
         on_step: progress callback (called once per optimisation step).
+        score: which logits the masks preserve (:data:`STEPScore`).
+        audio_reference: float (Ca,) neutral audio feature for ``score="neutral_audio"``.
     """
 
     name = "step"
     slow = True
 
-    def __init__(self, config: STEPConfig | None = None, batch_size: int = 8, on_step: Callable[[int], None] | None = None) -> None:
+    def __init__(self, config: STEPConfig | None = None, batch_size: int = 8, on_step: Callable[[int], None] | None = None,
+                 score: STEPScore = "auto", audio_reference: torch.Tensor | None = None) -> None:
         self.config = config
         self.batch_size = batch_size
         self.on_step = on_step
+        self.score = score
+        self.audio_reference = audio_reference
 
     def explain(self, head: torch.nn.Module, batch: HeadBatch, target: torch.Tensor) -> Explanation:
         h, w = batch.visual.shape[2:4]
         cfg = self.config or STEPConfig(max_blur=float(max(h, w)))
+        logits_of = step_logits(head, self.score, self.audio_reference, batch)
         spatial, temporal = [], []
         for start in range(0, len(batch), self.batch_size):
             sl = slice(start, start + self.batch_size)
@@ -287,7 +335,7 @@ class STEPFeatureExplainer:
             reps = len(cfg.areas)
 
             def model(video: torch.Tensor, audio=audio, mask=mask, reps=reps) -> torch.Tensor:
-                return head(video.permute(0, 1, 3, 4, 2), audio.repeat(reps, 1, 1), mask.repeat(reps, 1)).logits
+                return logits_of(video.permute(0, 1, 3, 4, 2), audio.repeat(reps, 1, 1), mask.repeat(reps, 1))
 
             video = batch.visual[sl].permute(0, 1, 4, 2, 3)  # (b, T, C, H, W)
             result = step_attribution(model, video, target[sl], cfg, frame_valid=mask, on_step=self.on_step)
@@ -316,6 +364,8 @@ class STEPPixelExplainer:
         visual_from_float: :data:`VisualFromFloat`, the store's visual extractor.
         config: :class:`STEPConfig` (``max_blur`` in pixels; default 20).
         on_step: progress callback.
+        score: which logits the masks preserve (:data:`STEPScore`).
+        audio_reference: float (Ca,) neutral audio feature for ``score="neutral_audio"``.
     """
 
     name = "step_pixel"
@@ -327,14 +377,19 @@ class STEPPixelExplainer:
         visual_from_float: VisualFromFloat,
         config: STEPConfig | None = None,
         on_step: Callable[[int], None] | None = None,
+        score: STEPScore = "auto",
+        audio_reference: torch.Tensor | None = None,
     ) -> None:
         self.frames = frames
         self.visual_from_float = visual_from_float
         self.config = config or STEPConfig()
         self.on_step = on_step
+        self.score = score
+        self.audio_reference = audio_reference
 
     def explain(self, head: torch.nn.Module, batch: HeadBatch, target: torch.Tensor) -> Explanation:
         h, w = batch.visual.shape[2:4]
+        logits_of = step_logits(head, self.score, self.audio_reference, batch)
         spatial, temporal = [], []
         for i in range(len(batch)):
             frames = self.frames([batch.clip_id[i]]).to(batch.visual.device, torch.float32)
@@ -345,7 +400,7 @@ class STEPPixelExplainer:
                 n = video.shape[0]
                 feats = self.visual_from_float(video.reshape(n * t * f, c, s1, s2))
                 feats = feats.reshape(n, t, f, *feats.shape[1:]).mean(dim=2)
-                return head(feats, audio.repeat(n, 1, 1), mask.repeat(n, 1)).logits
+                return logits_of(feats, audio.repeat(n, 1, 1), mask.repeat(n, 1))
 
             valid = mask.repeat_interleave(f, dim=1)
             result = step_attribution(

@@ -45,6 +45,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -83,6 +84,12 @@ class STEPConfig(BaseModel):
         kernel_frames: temporal extent of the ellipsoid kernel (clipped to the clip length).
         kernel_size: spatial extent of the ellipsoid kernel in mask pixels at a 112-px mask;
             scaled with the mask size, never below 3.
+        edges: what the blur pyramid sees past the frame (:func:`~stan_head.evaluation.step_masks.gaussian_blur`):
+            ``"normalised"`` (only the pixels inside), ``"replicate"`` (the border repeated) or ``"zero"``
+            (TorchRay's constant padding).
+        area_with_margin: count the mask's margin (the ring around the frame that the model never
+            sees) in the area constraint, as TorchRay's and the authors' code do; False counts the
+            frame only.
         seed: seed for the shuffling that breaks ties before sorting.
     """
 
@@ -102,6 +109,8 @@ class STEPConfig(BaseModel):
     smooth_start: int = Field(100, ge=0)
     kernel_frames: int = Field(5, ge=1)
     kernel_size: int = Field(11, ge=1)
+    edges: Literal["normalised", "replicate", "zero"] = "normalised"
+    area_with_margin: bool = True
     seed: int = 0
 
     @field_validator("areas")
@@ -178,12 +187,13 @@ def step_attribution(
     gh, gw = generator.shape_in
     out_h, out_w = generator.shape_out
 
-    perturbation = Perturbation(video.detach().reshape(b * t, c, s1, s2), cfg.num_levels, cfg.max_blur)
-    perturbation.pyramid = perturbation.pyramid.to(device)
+    perturbation = Perturbation(video.detach().reshape(b * t, c, s1, s2), cfg.num_levels, cfg.max_blur, cfg.edges).to(device)
 
+    # The area and smoothness terms see the mask with its margin (TorchRay) or the frame's part only.
+    area_h, area_w = (out_h, out_w) if cfg.area_with_margin else (mask_size, mask_size)
     # Area reference: per (area, clip), a step vector over the valid part of the volume.
     n_valid = valid.sum(dim=1)  # (B,)
-    vol_per_frame = out_h * out_w
+    vol_per_frame = area_h * area_w
     max_volume = t * vol_per_frame
     reference = torch.zeros(n_area, b, max_volume, device=device)
     for i, a in enumerate(areas):
@@ -193,7 +203,7 @@ def step_attribution(
             if ones:
                 reference[i, j, max_volume - ones :] = 1.0
     kernel_size = max(3, int(round(cfg.kernel_size * mask_size / _REFERENCE_SIZE)))
-    smoothness = SmoothnessLoss((t, out_h, out_w), areas, cfg.kernel_frames, kernel_size)
+    smoothness = SmoothnessLoss((t, area_h, area_w), areas, cfg.kernel_frames, kernel_size)
 
     params = torch.ones(n_area * b * t, 1, gh, gw, device=device, requires_grad=True)
     optimizer = torch.optim.SGD([params], lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.momentum)
@@ -205,12 +215,12 @@ def step_attribution(
     def masks_from(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cropped, full = generator.generate(p)
         cropped = cropped.reshape(n_area, b, t, mask_size, mask_size)
-        full = full.reshape(n_area, b, t, out_h, out_w)
+        area = full.reshape(n_area, b, t, out_h, out_w) if cfg.area_with_margin else cropped
         if (s1, s2) != (mask_size, mask_size):
             small = F.adaptive_avg_pool2d(cropped.reshape(-1, 1, mask_size, mask_size), (s1, s2))
             cropped = small.reshape(n_area, b, t, s1, s2)
         # Padded frames stay unperturbed in the input and out of the area budget.
-        return cropped, full * frame_keep
+        return cropped, area * frame_keep
 
     def perturbed(cropped: torch.Tensor) -> torch.Tensor:
         # Padded frames: mask 1, i.e. the input passes unchanged.

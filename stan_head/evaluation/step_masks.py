@@ -13,65 +13,105 @@ import torch.nn.functional as F
 __all__ = ["MaskGenerator", "Perturbation", "SmoothnessLoss", "ellipsoid_kernel", "gaussian_blur"]
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, C, H, W) with replicate padding; identity for sigma ≤ 0.
+def gaussian_blur(x: torch.Tensor, sigma: float, edges: str = "normalised") -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W); identity for sigma ≤ 0. The kernel is truncated at 3 sigma.
 
-    The kernel is truncated at 3 sigma (in pixels of ``x``).
+    ``edges`` says what the kernel sees past the frame:
+
+    * ``"normalised"`` (default): nothing — each output is the Gaussian-weighted mean of the pixels
+      (cells) *inside* the frame (normalised convolution: blur of the zero-padded input divided by
+      the blur of the frame's indicator). At a large sigma every output tends to the frame's mean.
+    * ``"replicate"``: the border pixels, repeated. On a 7 × 7 feature map with sigma 7 (radius 21)
+      the padding outweighs the map: 93 % of every blurred cell comes from the 24 border cells, so
+      "deleting" a region paints the border's content over it (measured; see DESIGN.md "STEP").
+    * ``"zero"``: zeros (TorchRay's ``imsmooth`` default): the blurred frame darkens towards its edges.
     """
     if sigma <= 0:
         return x
+    if edges not in ("normalised", "replicate", "zero"):
+        raise ValueError(f"edges must be 'normalised', 'replicate' or 'zero', got {edges!r}")
     radius = max(1, int(math.ceil(3.0 * sigma)))
     coords = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-0.5 * (coords / sigma) ** 2)
     kernel = kernel / kernel.sum()
     n, c, h, w = x.shape
-    y = x.reshape(n * c, 1, h, w)
-    y = F.pad(y, (radius, radius, 0, 0), mode="replicate")
-    y = F.conv2d(y, kernel.view(1, 1, 1, -1))
-    y = F.pad(y, (0, 0, radius, radius), mode="replicate")
-    y = F.conv2d(y, kernel.view(1, 1, -1, 1))
-    return y.reshape(n, c, h, w)
+    mode = "replicate" if edges == "replicate" else "constant"
+    if mode == "constant" and radius >= max(h, w):  # taps past the frame only ever meet zeros: drop them
+        cut = radius - max(h, w) + 1
+        kernel, radius = kernel[cut:-cut], max(h, w) - 1
+
+    def blur(y: torch.Tensor) -> torch.Tensor:
+        y = F.pad(y, (radius, radius, 0, 0), mode=mode)
+        y = F.conv2d(y, kernel.view(1, 1, 1, -1))
+        y = F.pad(y, (0, 0, radius, radius), mode=mode)
+        return F.conv2d(y, kernel.view(1, 1, -1, 1))
+
+    out = blur(x.reshape(n * c, 1, h, w))
+    if edges == "normalised":
+        out = out / blur(torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device))
+    return out.reshape(n, c, h, w)
 
 
 class Perturbation:
     """Blur pyramid of a batch of frames and its mask-driven interpolation.
 
     Level ``l`` (of ``L``) is the input blurred with sigma ``max_blur · (1 − l / (L − 1))``:
-    level 0 is the most perturbed, level ``L − 1`` the input itself.
+    level 0 is the most perturbed, level ``L − 1`` the input itself. The levels are held channels
+    last, so that picking a level per pixel moves whole channel vectors (1280 floats per feature
+    cell) rather than single values.
 
     Args:
         frames: float (N, C, H, W) — N frames (clips × segments).
         num_levels: L.
         max_blur: sigma of level 0, in pixels of ``frames``.
+        edges: how the blur treats the frame's edges (see :func:`gaussian_blur`).
     """
 
-    def __init__(self, frames: torch.Tensor, num_levels: int = 8, max_blur: float = 20.0) -> None:
+    def __init__(self, frames: torch.Tensor, num_levels: int = 8, max_blur: float = 20.0, edges: str = "normalised") -> None:
         if num_levels < 2:
             raise ValueError("num_levels must be at least 2")
         self.num_levels = num_levels
         with torch.no_grad():
             levels = [
-                gaussian_blur(frames, float(max_blur * (1.0 - s)))
+                gaussian_blur(frames, float(max_blur * (1.0 - s)), edges)
                 for s in torch.linspace(0.0, 1.0, num_levels).tolist()
             ]
-        self.pyramid = torch.stack(levels, dim=1)  # (N, L, C, H, W)
+            self._levels = torch.stack(levels, dim=-1).permute(0, 2, 3, 4, 1).contiguous()  # (N, H, W, L, C)
+
+    @property
+    def pyramid(self) -> torch.Tensor:
+        """float (N, L, C, H, W): the levels (a view)."""
+        return self._levels.permute(0, 3, 4, 1, 2)
+
+    def to(self, device: torch.device | str) -> "Perturbation":
+        """Move the pyramid to ``device``; returns self."""
+        self._levels = self._levels.to(device)
+        return self
 
     def apply(self, mask: torch.Tensor) -> torch.Tensor:
         """Perturb every frame with every mask.
+
+        A mask value m sits at position ``m · (L − 1)`` on the pyramid and interpolates linearly
+        between the two levels around it (only those two are read).
 
         Args:
             mask: float (A, N, 1, H, W) in [0, 1]: 1 keeps the input, 0 blurs it the most.
 
         Returns:
-            float (A, N, C, H, W).
+            float (A, N, C, H, W) (a channels-last tensor seen through a permuted view).
         """
-        pos = mask * (self.num_levels - 1)  # (A, N, 1, H, W)
-        out = None
-        for level in range(self.num_levels):
-            weight = torch.relu(1.0 - (pos - level).abs())
-            term = weight * self.pyramid[None, :, level]
-            out = term if out is None else out + term
-        return out
+        top = self.num_levels - 1
+        pos = mask.clamp(0.0, 1.0) * top
+        low = pos.detach().floor().clamp(max=top - 1)
+        frac = pos - low  # carries the gradient
+        a, n, _, h, w = mask.shape
+        c = self._levels.shape[-1]
+        cells = torch.arange(n * h * w, device=mask.device).view(1, n, 1, h, w) * self.num_levels
+        index = (cells + low.long()).reshape(-1)
+        flat = self._levels.reshape(-1, c)
+        below = flat.index_select(0, index).view(a, n, h, w, c)
+        above = flat.index_select(0, index + 1).view(a, n, h, w, c)
+        return torch.lerp(below, above, frac.permute(0, 1, 3, 4, 2)).permute(0, 1, 4, 2, 3)
 
 
 class MaskGenerator:
@@ -81,6 +121,12 @@ class MaskGenerator:
     ``p_ij`` centred on its pixel ``(margin + step·i, margin + step·j)``; the kernel is
     ``exp(−2 · max(0, d/sigma − 0.5)²)`` of the distance ``d``. The mask at a pixel is the
     smooth maximum (softmax weights with coldness 20) of the bumps that reach it.
+
+    ``margin`` is ``round(sigma)`` pixels, the same offset the frame is cropped at, so bump ``(i, j)``
+    sits exactly on frame pixel ``(step·i, step·j)`` and the grid is symmetric in the frame (TorchRay
+    uses ``sigma`` itself, an integer at its pixel sizes). With a fractional sigma — 11/7 px for STEP's
+    16-step grid on a 7 × 7 feature map — the unrounded margin put every bump 0.43 px up-left of where
+    the crop assumed, and masks leaned to the top-left border (DESIGN.md "STEP").
 
     Args:
         shape: (H, W) of the mask in pixels.
@@ -96,7 +142,7 @@ class MaskGenerator:
         self.step = int(step)
         self.sigma = float(sigma)
         self.coldness = coldness
-        self.margin = self.sigma
+        self.margin = float(round(self.sigma))
         self.padding = 1 + math.ceil((self.margin + self.sigma) / self.step)
         self.radius = 1 + math.ceil(self.sigma / self.step)
         self.shape_in = [math.ceil(z / self.step) for z in self.shape]
