@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     store, run = prepare(args.work, args.test_clips, args.frame_size, args.epochs, args.seed)
     timings: dict[str, float] = {}
     reports = {}
-    for label, explainers in (("fast explainers", ("attention", "attention_v", "gradcam")),
+    for label, explainers in (("fast explainers (the defaults)", ("attention", "attention_v", "gradcam")),
                               ("+ STEP (feature space)", ("attention", "attention_v", "gradcam", "step"))):
         out = args.work / "reports" / label.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "plus")
         t0 = time.perf_counter()
@@ -104,15 +104,27 @@ def main(argv: list[str] | None = None) -> int:
         f"Goal: feature-space metrics on 100 test clips in < 180 s on 2 cores. STEP: {args.step_iterations} steps "
         f"on {args.step_clips} clips.",
         "",
-        "| explainer | clips | pointing | temporal pointing | temporal ROC-AUC | deletion AUC (regions) | insertion AUC (regions) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "Perturbation tests (deleting everything must lower mean p(target) by ≥ 0.10 for a test to rank explainers):",
+        "",
+        "| test | p(target) kept | p(target) all deleted | drop | verdict |",
+        "| --- | ---: | ---: | ---: | --- |",
     ]
     fmt = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
+    for test, c in rep["perturbation"].items():
+        verdict = "n/a" if not c["available"] else "informative" if c["informative"] else "uninformative"
+        lines.append(f"| {test} | {fmt(c['p_kept'])} | {fmt(c['p_deleted'])} | {fmt(c['effect'])} | {verdict} |")
+    tests = [t for t, c in rep["perturbation"].items() if c["informative"]]
+    lines += [
+        "",
+        "| explainer | clips | pointing | temporal pointing | temporal ROC-AUC | "
+        + " | ".join(f"deletion {t} | insertion {t}" for t in tests) + " |",
+        "| --- | ---: | ---: | ---: | ---: |" + " ---: |" * (2 * len(tests)),
+    ]
     for name in rep["explainers"]:
         s = rep["scores"][name]
+        aucs = " | ".join(f"{fmt(s['auc'].get(f'deletion_{t}'))} | {fmt(s['auc'].get(f'insertion_{t}'))}" for t in tests)
         lines.append(f"| {name} | {s['clips']} | {fmt(s['pointing'])} | {fmt(s['temporal_pointing'])} | "
-                     f"{fmt(s['temporal_auc'])} | {fmt(s['auc'].get('deletion_regions'))} | "
-                     f"{fmt(s['auc'].get('insertion_regions'))} |")
+                     f"{fmt(s['temporal_auc'])} | {aucs} |")
     lines += ["", "Reliability α: " + ", ".join(f"{k} {fmt(v)}" for k, v in rep["reliability"].items())]
     text = "\n".join(lines)
     publish_section(args.docs, "bench/evaluate.py", text, write=not args.no_docs)

@@ -1,14 +1,17 @@
-"""Deletion and insertion curves (Petsiuk et al. 2018) for space-time explanations.
+"""Deletion and insertion curves (Petsiuk et al. 2018): the machinery every perturbation test shares.
 
-Units — regions (the T×H×W cells of the feature grid) or whole segments — are ranked by an
-explanation, most relevant first. *Deletion* replaces the top fraction of units by a
-reference and records the target probability; *insertion* starts from the reference
-everywhere and puts the top fraction back. A good explanation makes the deletion curve fall
-fast (small AUC) and the insertion curve rise fast (large AUC).
+Units (visual cells, audio segments, frame blocks) are ranked by an explanation, most relevant
+first. *Deletion* replaces the top fraction of units by a reference and records the target
+probability; *insertion* starts from the reference everywhere and puts the top fraction back.
+A good explanation makes the deletion curve fall fast (small AUC) and the insertion curve rise
+fast (large AUC).
 
-Two paths: the feature-space path edits the cached features (fast, the default); the
-pixel-space path edits the frames and runs them through the frozen CNN
-(:func:`pixel_region_curves`). Padded segments are never touched nor counted.
+This module is model-free: it ranks units, builds the keep-masks of every fraction and scores
+them through a callback, computing each distinct keep-mask of a clip once even when several
+explainers rank the same units first (deleting nothing / everything is the same input for every
+explainer, and α-based explainers often share their maps).
+:mod:`stan_head.evaluation.perturbation` defines the tests (which units, which reference, which
+logits) on top of it.
 """
 
 from __future__ import annotations
@@ -17,15 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from stan_head.batch import HeadBatch
 from stan_head.evaluation.metrics import normalised_auc
 
-Perturb = Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-"""``(clip row i, keep float (m, U) in {0, 1}) -> (visual, audio)``: the head inputs of clip i with
-the units where ``keep`` is 0 replaced by the reference, one row per keep-mask."""
+__all__ = ["Curves", "MaskScorer", "keep_masks", "rank_units", "score_curves", "segment_region_keep_masks"]
+
+MaskScorer = Callable[[np.ndarray], np.ndarray]
+"""``keep bool (m, *unit_shape) -> p(target) float (m,)`` — or (m, S) for S scorings of the same inputs — for one
+clip; False = unit replaced by the reference."""
 
 
 @dataclass
@@ -52,6 +54,12 @@ class Curves:
         """float (B,): normalised AUC of the insertion curves (higher is better)."""
         return normalised_auc(self.fractions, self.insertion)
 
+    @staticmethod
+    def concat(parts: list["Curves"]) -> "Curves":
+        """The clips of several batches, in order (all parts share their fractions)."""
+        return Curves(parts[0].fractions, np.concatenate([p.deletion for p in parts]),
+                      np.concatenate([p.insertion for p in parts]))
+
 
 def rank_units(scores: np.ndarray, valid: np.ndarray, seed: int = 0) -> np.ndarray:
     """Order of units, most relevant first, valid units only; ties broken by a seeded shuffle.
@@ -70,183 +78,77 @@ def rank_units(scores: np.ndarray, valid: np.ndarray, seed: int = 0) -> np.ndarr
     return idx[order]
 
 
-def _keep_masks(order: np.ndarray, units: int, fractions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """bool (K+1, units) keep-masks for deletion and for insertion."""
-    n = len(order)
-    counts = np.rint(fractions * n).astype(int)
-    top = np.zeros((len(fractions), units), dtype=bool)
+def keep_masks(scores: np.ndarray, valid: np.ndarray, fractions: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Deletion and insertion keep-masks over one ranking of units.
+
+    Fraction f removes (deletion) or keeps only (insertion) the top ``round(f · V)`` of the V valid
+    units; invalid units are always kept.
+
+    Args:
+        scores: float (U,) relevance; valid: bool (U,); fractions: float (K+1,) from 0 to 1.
+
+    Returns:
+        (keep_del, keep_ins), each bool (K+1, U).
+    """
+    valid = np.asarray(valid, dtype=bool)
+    order = rank_units(scores, valid, seed)
+    counts = np.rint(np.asarray(fractions) * len(order)).astype(int)
+    top = np.zeros((len(fractions), len(valid)), dtype=bool)
     for k, c in enumerate(counts):
         top[k, order[:c]] = True
-    return ~top, top
+    return ~top, top | ~valid
 
 
-def _reference(batch: HeadBatch, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per clip reference features: visual (B, C), audio (B, Ca) — the clip mean over valid cells, or 0."""
-    if kind == "zero":
-        return (
-            torch.zeros(len(batch), batch.visual.shape[-1], device=batch.visual.device),
-            torch.zeros(len(batch), batch.audio.shape[-1], device=batch.audio.device),
-        )
-    if kind != "mean":
-        raise ValueError(f"reference must be 'mean' or 'zero', got {kind!r}")
-    m = batch.segment_mask.to(batch.visual.dtype)
-    h, w = batch.visual.shape[2:4]
-    n = m.sum(dim=1).clamp(min=1)
-    vis = (batch.visual * m[:, :, None, None, None]).sum(dim=(1, 2, 3)) / (n * h * w)[:, None]
-    aud = (batch.audio * m[:, :, None]).sum(dim=1) / n[:, None]
-    return vis, aud
+def segment_region_keep_masks(spatial: np.ndarray, valid: np.ndarray, fractions: np.ndarray,
+                              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Keep-masks of the "where" test: every valid segment loses (or keeps only) its own top cells.
 
-
-def unit_curves(
-    head: torch.nn.Module,
-    batch: HeadBatch,
-    target: torch.Tensor,
-    scores: np.ndarray,
-    valid: np.ndarray,
-    fractions: np.ndarray,
-    perturb: Perturb,
-    chunk: int,
-    seed: int = 0,
-) -> Curves:
-    """The deletion/insertion loop every unit kind shares.
-
-    Per clip: rank the valid units by ``scores`` (:func:`rank_units`), build the deletion and
-    insertion keep-masks for every fraction (padded units are always kept), let ``perturb`` turn
-    each ``chunk`` of keep-masks into head inputs, and record the target's probability.
+    Fraction f removes the top ``round(f · H·W)`` cells of each valid segment, ranked by that
+    segment's map: the test asks *where* in each frame the evidence is, independent of *when*
+    (which segments an explainer prefers); padded segments are always kept.
 
     Args:
-        scores: float (B, U) relevance per unit.
-        valid: bool (B, U) units that may be removed.
-        fractions: float (K+1,) fractions of the valid units removed / inserted.
-        perturb: :data:`Perturb`.
-        chunk: keep-masks per head call.
+        spatial: float (T, H, W) one clip's maps; valid: bool (T,); fractions: float (K+1,).
+
+    Returns:
+        (keep_del, keep_ins), each bool (K+1, T, H, W).
     """
-    b, units, k = len(batch), valid.shape[1], len(fractions)
-    deletion = np.zeros((b, k))
-    insertion = np.zeros((b, k))
-    for i in range(b):
-        order = rank_units(np.asarray(scores[i]).reshape(-1), valid[i], seed)
-        keep_del, keep_ins = _keep_masks(order, units, fractions)
-        keep_ins |= ~valid[i]  # padded units stay as they are
-        keep = torch.as_tensor(np.concatenate([keep_del, keep_ins]), device=batch.visual.device, dtype=batch.visual.dtype)
-        probs = []
-        with torch.no_grad():
-            for s in range(0, len(keep), chunk):
-                visual, audio = perturb(i, keep[s : s + chunk])
-                mask = batch.segment_mask[i : i + 1].expand(len(visual), -1)
-                logits = head(visual, audio, mask).logits
-                probs.append(F.softmax(logits.float(), dim=-1)[:, int(target[i])].cpu().numpy())
-        p = np.concatenate(probs)
-        deletion[i], insertion[i] = p[:k], p[k:]
-    return Curves(fractions, deletion, insertion)
+    t, h, w = spatial.shape
+    keep_del = np.ones((len(fractions), t, h * w), dtype=bool)
+    keep_ins = np.ones_like(keep_del)
+    cells = np.ones(h * w, dtype=bool)
+    for s in np.flatnonzero(valid):
+        keep_del[:, s], keep_ins[:, s] = keep_masks(spatial[s].reshape(-1), cells, fractions, seed + int(s))
+    return keep_del.reshape(-1, t, h, w), keep_ins.reshape(-1, t, h, w)
 
 
-def _valid_cells(batch: HeadBatch) -> np.ndarray:
-    """bool (B, T·H·W): the cells of the valid segments."""
-    b, t, h, w = batch.visual.shape[:4]
-    return np.broadcast_to(batch.segment_mask.cpu().numpy()[:, :, None, None], (b, t, h, w)).reshape(b, -1)
-
-
-def region_curves(
-    head: torch.nn.Module,
-    batch: HeadBatch,
-    target: torch.Tensor,
-    relevance: np.ndarray,
-    steps: int = 10,
-    reference: str = "mean",
-    chunk: int = 32,
-    seed: int = 0,
-) -> Curves:
-    """Feature-space deletion/insertion over the T×H×W regions.
+def score_curves(masks: dict[str, tuple[np.ndarray, np.ndarray]], scorer: MaskScorer,
+                 chunk: int = 32) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Score one clip's deletion/insertion keep-masks of several explainers, each distinct mask once.
 
     Args:
-        head: the head (eval mode).
-        batch: the clips.
-        target: int (B,) class per clip.
-        relevance: float (B, T, H, W) region relevance (e.g. :meth:`Explanation.volume`).
-        steps: K, the number of steps between fraction 0 and 1.
-        reference: what a removed region becomes: ``"mean"`` (the clip's mean feature) or ``"zero"``.
-        chunk: head batch size.
-        seed: tie-break seed.
+        masks: explainer -> (keep_del, keep_ins), bool (K+1, *unit_shape) each.
+        scorer: :data:`MaskScorer` for this clip.
+        chunk: keep-masks per scorer call.
+
+    Returns:
+        explainer -> (deletion p(target), insertion p(target)), each (K+1,) or (K+1, S) as the scorer gives.
     """
-    b, t, h, w, c = batch.visual.shape
-    ref_v, _ = _reference(batch, reference)
-
-    def perturb(i: int, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        keep = keep.reshape(-1, t, h, w, 1)
-        visual = keep * batch.visual[i : i + 1] + (1 - keep) * ref_v[i].view(1, 1, 1, 1, c)
-        return visual, batch.audio[i : i + 1].expand(len(keep), -1, -1)
-
-    fractions = np.linspace(0.0, 1.0, steps + 1)
-    scores = np.asarray(relevance).reshape(b, -1)
-    return unit_curves(head, batch, target, scores, _valid_cells(batch), fractions, perturb, chunk, seed)
-
-
-def segment_curves(
-    head: torch.nn.Module,
-    batch: HeadBatch,
-    target: torch.Tensor,
-    temporal: np.ndarray,
-    reference: str = "mean",
-    chunk: int = 32,
-    seed: int = 0,
-) -> Curves:
-    """Feature-space deletion/insertion over whole segments (visual and audio together).
-
-    The curve has one step per segment (K = T); fraction k/T removes round(k/T · valid) segments.
-
-    Args:
-        temporal: float (B, T) segment relevance.
-        (others as in :func:`region_curves`.)
-    """
-    t, c = batch.visual.shape[1], batch.visual.shape[-1]
-    ref_v, ref_a = _reference(batch, reference)
-
-    def perturb(i: int, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n = len(keep)
-        kv = keep.view(n, t, 1, 1, 1)
-        visual = kv * batch.visual[i : i + 1] + (1 - kv) * ref_v[i].view(1, 1, 1, 1, c)
-        audio = keep.view(n, t, 1) * batch.audio[i : i + 1] + (1 - keep.view(n, t, 1)) * ref_a[i].view(1, 1, -1)
-        return visual, audio
-
-    fractions = np.linspace(0.0, 1.0, t + 1)
-    valid = batch.segment_mask.cpu().numpy()
-    return unit_curves(head, batch, target, np.asarray(temporal), valid, fractions, perturb, chunk, seed)
-
-
-def pixel_region_curves(
-    head: torch.nn.Module,
-    batch: HeadBatch,
-    target: torch.Tensor,
-    relevance: np.ndarray,
-    frames: torch.Tensor,
-    visual_from_float: Callable[[torch.Tensor], torch.Tensor],
-    steps: int = 10,
-    seed: int = 0,
-    chunk: int = 64,
-) -> Curves:
-    """Pixel-space deletion/insertion: regions are the frame blocks under each feature cell.
-
-    A removed block takes the frame's mean colour; the perturbed frames go through the frozen
-    CNN (``visual_from_float``: float (N, 3, S, S) in [0, 1] → (N, H, W, C)), features are
-    averaged over the F frames of a segment, then the head scores them.
-
-    Args:
-        frames: float (B, T, F, 3, S, S) in [0, 1].
-        chunk: frames per CNN call (the head then sees ``chunk // (T·F)`` perturbed clips at a time).
-        (others as in :func:`region_curves`.)
-    """
-    b, t, h, w, _ = batch.visual.shape
-    f, cc, s1, s2 = frames.shape[2:]
-
-    def perturb(i: int, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = len(keep)
-        keep_px = F.interpolate(keep.reshape(m * t, 1, h, w), size=(s1, s2), mode="nearest").reshape(m, t, 1, 1, s1, s2)
-        clip = frames[i : i + 1]
-        pert = keep_px * clip + (1 - keep_px) * clip.mean(dim=(4, 5), keepdim=True)  # (m, T, F, 3, S, S)
-        feats = visual_from_float(pert.reshape(m * t * f, cc, s1, s2))
-        return feats.reshape(m, t, f, *feats.shape[1:]).mean(dim=2), batch.audio[i : i + 1].expand(m, -1, -1)
-
-    fractions = np.linspace(0.0, 1.0, steps + 1)
-    return unit_curves(head, batch, target, np.asarray(relevance).reshape(b, -1), _valid_cells(batch), fractions, perturb,
-                       max(1, chunk // (t * f)), seed)
+    if not masks:
+        return {}
+    names = list(masks)
+    stacked = np.concatenate([np.concatenate(masks[n]) for n in names])
+    flat = np.ascontiguousarray(stacked.reshape(len(stacked), -1))
+    unique, inverse = np.unique(flat, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    unique = unique.reshape(-1, *stacked.shape[1:])
+    probs = np.concatenate([np.asarray(scorer(unique[s : s + chunk]), dtype=np.float64)
+                            for s in range(0, len(unique), chunk)])
+    p = probs[inverse]
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    start = 0
+    for n in names:
+        k = len(masks[n][0])
+        out[n] = (p[start : start + k], p[start + k : start + 2 * k])
+        start += 2 * k
+    return out

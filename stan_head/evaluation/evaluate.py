@@ -6,8 +6,11 @@ scores each explanation on the same clips:
 
 * where: pointing game (per class, then averaged) against the store's boxes;
 * when: temporal pointing and ROC-AUC against the event segments;
-* deletion / insertion AUC over regions (T×H×W cells) and over segments, in feature space
-  (and over regions in pixel space with ``pixel_space=True``);
+* perturbation tests per modality (:mod:`stan_head.evaluation.perturbation`): deletion/insertion of
+  visual cells scored on the visual-evidence logits and on the full head with the audio at the
+  neutral reference, of audio segments on the full head (and of frame blocks in pixel space with
+  ``pixel_space=True``); a test whose "delete everything" does not move p(target) by
+  ``MIN_DELETION_EFFECT`` is reported as uninformative for the head, without AUCs;
 * the reliability α of every per-clip metric across the explainers.
 
 The random and centre-prior baselines are always added. Writes ``report.json``,
@@ -33,18 +36,19 @@ from features.runtime import resolve_device
 from features.store import FeatureStore
 from stan_head.batch import HeadBatch
 from stan_head.checkpoint import load_run
-from stan_head.evaluation.deletion import Curves, pixel_region_curves, region_curves, segment_curves
 from stan_head.evaluation.explainers import (
     Explainer,
     Explanation,
     STEPFeatureExplainer,
     STEPPixelExplainer,
+    STEPScore,
     available_explainers,
     build_explainer,
 )
 from stan_head.evaluation.frames import FrameSource
 from stan_head.evaluation.metrics import pointing_game, temporal_localisation, top1_accuracy
 from stan_head.evaluation.reliability import reliability_alpha
+from stan_head.evaluation.perturbation import TESTS, NeutralReference, run_tests
 from stan_head.evaluation.report import Boxes, EvaluationReport, ExplainerScores, OverlayInputs, write_report
 from stan_head.evaluation.step import STEPConfig
 
@@ -57,12 +61,7 @@ METRIC_DIRECTIONS: dict[str, bool] = {
     "pointing": True,
     "temporal_pointing": True,
     "temporal_auc": True,
-    "deletion_regions": False,
-    "insertion_regions": True,
-    "deletion_segments": False,
-    "insertion_segments": True,
-    "deletion_pixels": False,
-    "insertion_pixels": True,
+    **{f"{kind}_{test}": kind == "insertion" for test in TESTS for kind in ("deletion", "insertion")},
 }
 
 
@@ -85,10 +84,13 @@ class EvaluateConfig(BaseModel):
         max_clips: evaluate at most this many clips of the split (the first ones in index order).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         batch_size: clips per explainer call.
-        deletion_steps: K steps of the region deletion/insertion curves.
-        reference: what a removed region/segment becomes: the clip's mean feature or zero.
+        deletion_steps: K steps of the visual deletion/insertion curves (the audio curve has one
+            step per segment); a deleted unit becomes the train split's mean feature (the neutral reference).
         step_iterations: optimisation steps of STEP (the authors use ~1000).
         step_max_clips: STEP (slow) runs on the first this-many clips only; None = all.
+        step_score: which logits STEP's masks preserve: evidence (the head's visual-evidence logits),
+            neutral_audio (the final logits, audio at the train mean), full (the final logits), or auto
+            (evidence when the head has it, else neutral_audio).
         overlays: clips shown in the overlay figure.
         seed: seed of the random baseline and of deletion tie-breaks.
     """
@@ -105,9 +107,9 @@ class EvaluateConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(32, ge=1)
     deletion_steps: int = Field(10, ge=1)
-    reference: Literal["mean", "zero"] = "mean"
     step_iterations: int = Field(300, ge=1)
     step_max_clips: int | None = Field(8, ge=1)
+    step_score: STEPScore = "auto"
     overlays: int = Field(4, ge=0)
     seed: int = 0
 
@@ -177,37 +179,6 @@ def _explain_all(
     return Explanation(np.concatenate(spatial), np.concatenate(temporal))
 
 
-def _curves_all(
-    kind: str,
-    head: torch.nn.Module,
-    clips: HeadBatch,
-    exp: Explanation,
-    n: int,
-    cfg: EvaluateConfig,
-    device: torch.device,
-    frames: FrameSource | None = None,
-    featurizer: ClipFeaturizer | None = None,
-) -> Curves:
-    """Deletion/insertion curves of ``kind`` (regions, segments or pixels) over the first ``n`` clips."""
-    parts: list[Curves] = []
-    for start in range(0, n, cfg.batch_size):
-        sl = slice(start, min(start + cfg.batch_size, n))
-        batch = clips.take(sl, device)
-        mask = batch.segment_mask.cpu().numpy()
-        if kind == "segments":
-            parts.append(segment_curves(head, batch, batch.label, exp.temporal[sl], cfg.reference, seed=cfg.seed))
-            continue
-        vol = Explanation(exp.spatial[sl], exp.temporal[sl]).volume(mask)
-        if kind == "regions":
-            parts.append(region_curves(head, batch, batch.label, vol, cfg.deletion_steps, cfg.reference, seed=cfg.seed))
-        else:
-            if frames is None or featurizer is None:
-                raise ValueError("pixel-space curves need the decoded frames and the store's featurizer")
-            parts.append(pixel_region_curves(head, batch, batch.label, vol, frames(batch.clip_id),
-                                             featurizer.visual_from_float, cfg.deletion_steps, seed=cfg.seed))
-    return Curves(parts[0].fractions, np.concatenate([p.deletion for p in parts]), np.concatenate([p.insertion for p in parts]))
-
-
 def _overlay_frames(frames: FrameSource | None, store: FeatureStore, clip_ids: list[str], device: torch.device,
                     stack: contextlib.ExitStack) -> tuple[list[np.ndarray] | None, list[tuple[int, int]] | None]:
     """uint8 (T, S, S, 3) centre frame per segment of the overlay clips and each clip's source (height, width),
@@ -232,14 +203,16 @@ def evaluate_run(config: EvaluateConfig) -> EvaluationSummary:
 
 
 def _build_explainer(name: str, cfg: EvaluateConfig, store: FeatureStore, frames: FrameSource | None,
-                     featurizer: ClipFeaturizer | None) -> Explainer:
+                     featurizer: ClipFeaturizer | None, reference: NeutralReference) -> Explainer:
     if name == "step":
         max_blur = float(max(store.card.visual_shape[:2]))
-        return STEPFeatureExplainer(STEPConfig(iterations=cfg.step_iterations, max_blur=max_blur, seed=cfg.seed), batch_size=8)
+        return STEPFeatureExplainer(STEPConfig(iterations=cfg.step_iterations, max_blur=max_blur, seed=cfg.seed), batch_size=8,
+                                    score=cfg.step_score, audio_reference=reference.audio)
     if name == "step_pixel":
         if frames is None or featurizer is None:
             raise ValueError("step_pixel needs pixel_space frames")
-        return STEPPixelExplainer(frames, featurizer.visual_from_float, STEPConfig(iterations=cfg.step_iterations, seed=cfg.seed))
+        return STEPPixelExplainer(frames, featurizer.visual_from_float, STEPConfig(iterations=cfg.step_iterations, seed=cfg.seed),
+                                  score=cfg.step_score, audio_reference=reference.audio)
     if name == "random":
         return build_explainer("random", seed=cfg.seed)
     return build_explainer(name)
@@ -279,19 +252,25 @@ def _evaluate(cfg: EvaluateConfig, stack: contextlib.ExitStack) -> EvaluationSum
     names = list(dict.fromkeys([*cfg.explainers, *BASELINES]))
     step_n = n if cfg.step_max_clips is None else min(n, cfg.step_max_clips)
     boxes = _boxes(store, clips.clip_id)
+    reference = NeutralReference.from_store(store, "train").to(device)
     # Where the feature map's cells look in the frame (half a cell off the naive tiling for
     # padded stride-2 CNNs): the pointing game and the overlays use the real centres.
     geometry = GridGeometry.from_card(store.card.visual, store.card.visual_shape)
     centres = geometry.centres()
-    scores: dict[str, ExplainerScores] = {}
     explanations: dict[str, Explanation] = {}
     for name in names:
-        explainer = _build_explainer(name, cfg, store, frames, featurizer)
+        explainer = _build_explainer(name, cfg, store, frames, featurizer, reference)
         m = step_n if explainer.slow else n
         chunk = {"step": 8, "step_pixel": 1}.get(name, cfg.batch_size)
-        exp = _explain_all(name, explainer, head, clips, m, chunk, device, cfg.step_iterations)
-        explanations[name] = exp
+        explanations[name] = _explain_all(name, explainer, head, clips, m, chunk, device, cfg.step_iterations)
 
+    curves, checks = run_tests(head, clips, explanations, reference, cfg.pixel_space, device, cfg.deletion_steps, cfg.seed,
+                               cfg.batch_size, frames, featurizer.visual_from_float if featurizer is not None else None)
+    for x, c in checks.items():
+        logger.info("perturbation test %s: %s", x, c.note)
+    scores: dict[str, ExplainerScores] = {}
+    for name, exp in explanations.items():
+        m = len(exp.spatial)
         scored = boxes.first(m)
         pg = pointing_game(exp.spatial, label[:m], scored.rows, scored.segments, scored.xyxy, centres=centres)
         tl = temporal_localisation(exp.temporal, segment_label[:m], segment_mask[:m], background)
@@ -300,15 +279,11 @@ def _evaluate(cfg: EvaluateConfig, stack: contextlib.ExitStack) -> EvaluationSum
             "temporal_pointing": tl.per_clip_hit,
             "temporal_auc": tl.per_clip_auc,
         }
-        curves: dict[str, Curves] = {
-            "regions": _curves_all("regions", head, clips, exp, m, cfg, device),
-            "segments": _curves_all("segments", head, clips, exp, m, cfg, device),
-        }
-        if cfg.pixel_space:
-            curves["pixels"] = _curves_all("pixels", head, clips, exp, m, cfg, device, frames, featurizer)
-        for unit, c in curves.items():
-            per_clip[f"deletion_{unit}"] = c.deletion_auc
-            per_clip[f"insertion_{unit}"] = c.insertion_auc
+        mine = {x: per[name] for x, per in curves.items() if name in per}
+        for x, c in mine.items():
+            if checks[x].informative:  # an uninformative test ranks nothing: no AUCs anywhere
+                per_clip[f"deletion_{x}"] = c.deletion_auc
+                per_clip[f"insertion_{x}"] = c.insertion_auc
         scores[name] = ExplainerScores(
             name=name,
             clips=m,
@@ -320,8 +295,8 @@ def _evaluate(cfg: EvaluateConfig, stack: contextlib.ExitStack) -> EvaluationSum
             temporal_clips=tl.scored,
             auc={k: _nan_to_none(float(np.nanmean(v))) if np.isfinite(v).any() else None
                  for k, v in per_clip.items() if k.startswith(("deletion", "insertion"))},
-            curves={unit: {"fractions": c.fractions.tolist(), "deletion": c.deletion.mean(0).tolist(),
-                           "insertion": c.insertion.mean(0).tolist()} for unit, c in curves.items()},
+            curves={x: {"fractions": c.fractions.tolist(), "deletion": c.deletion.mean(0).tolist(),
+                        "insertion": c.insertion.mean(0).tolist()} for x, c in mine.items()},
             per_clip={k: [None if not np.isfinite(x) else float(x) for x in v] for k, v in per_clip.items()},
         )
 
@@ -338,7 +313,8 @@ def _evaluate(cfg: EvaluateConfig, stack: contextlib.ExitStack) -> EvaluationSum
     report = EvaluationReport(
         run=str(cfg.run), store=str(cfg.store), store_id=store.card.store_id, split=cfg.split, clips=n,
         classes=classes, accuracy=_nan_to_none(accuracy), explainers=names, reliability=reliability,
-        reliability_clips=common, scores=scores, config=cfg.model_dump(mode="json"),
+        reliability_clips=common, scores=scores, perturbation=checks,
+        neutral_reference={"split": reference.split, "clips": reference.clips}, config=cfg.model_dump(mode="json"),
     )
     overlay_frames, sizes = _overlay_frames(frames, store, clips.clip_id[: cfg.overlays], device, stack) if cfg.overlays else (None, None)
     overlays = OverlayInputs(clips.clip_id, clips.visual.numpy(), segment_mask, explanations, boxes, overlay_frames, geometry,
@@ -346,10 +322,13 @@ def _evaluate(cfg: EvaluateConfig, stack: contextlib.ExitStack) -> EvaluationSum
                              segment_s=float(store.card.segment.get("segment_s", 1.0)))
     paths = write_report(Path(cfg.out), report, overlays)
     headline: dict[str, float | None] = {}
+    # The "where" test of the headline: the visual evidence when it is informative, else the full head.
+    primary = next((x for x in ("visual_evidence", "visual_neutral_audio") if checks[x].informative), None)
     for name, s in scores.items():
         headline[f"{name}.pointing"] = s.pointing
         headline[f"{name}.temporal_pointing"] = s.temporal_pointing
-        headline[f"{name}.deletion_regions"] = s.auc.get("deletion_regions")
+        if primary is not None:
+            headline[f"{name}.deletion_{primary}"] = s.auc.get(f"deletion_{primary}")
     return EvaluationSummary(
         out=Path(cfg.out), report_json=paths["json"], report_md=paths["md"], figures=paths["figures"], split=cfg.split,
         clips=n, accuracy=_nan_to_none(accuracy), headline=headline, reliability=reliability,

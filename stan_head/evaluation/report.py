@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from features.geometry import GridGeometry
 from pipelines.atomic import atomic_write_text
 from stan_head.evaluation.explainers import Explanation
+from stan_head.evaluation.perturbation import MIN_DELETION_EFFECT, PerturbationCheck
 from stan_head.evaluation.report_figures import curves_figure, overlays_figure, pointing_figure
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class EvaluationReport(BaseModel):
     reliability: dict[str, float | None]
     reliability_clips: int
     scores: dict[str, ExplainerScores]
+    perturbation: dict[str, PerturbationCheck]
+    neutral_reference: dict[str, Any]
     config: dict[str, Any]
 
 
@@ -116,14 +119,7 @@ def _markdown(report: EvaluationReport, figures: list[Path]) -> str:
         s = report.scores[name]
         lines.append(f"| {name} | {s.clips} | {_fmt(s.pointing)} | {s.pointing_pairs} | {_fmt(s.temporal_pointing)} | "
                      f"{_fmt(s.temporal_auc)} | {s.temporal_clips} |")
-    units = [u for u in ("regions", "segments", "pixels") if any(f"deletion_{u}" in s.auc for s in report.scores.values())]
-    head = " | ".join(f"deletion {u} ↓ | insertion {u} ↑" for u in units)
-    lines += ["", "## Deletion / insertion (normalised AUC of p(target))", "", f"| explainer | {head} |",
-              "| --- |" + " ---: |" * (2 * len(units))]
-    for name in report.explainers:
-        s = report.scores[name]
-        cells = " | ".join(f"{_fmt(s.auc.get(f'deletion_{u}'))} | {_fmt(s.auc.get(f'insertion_{u}'))}" for u in units)
-        lines.append(f"| {name} | {cells} |")
+    lines += _perturbation_markdown(report)
     lines += ["", f"## Metric reliability α (over {report.reliability_clips} clips, {len(report.explainers)} explainers)", "",
               "1 = every clip ranks the explainers the same way; 0 = unrelated rankings. Clips are weighted by how badly "
               "`random` ranks on them.", "", "| metric | α |", "| --- | ---: |"]
@@ -138,6 +134,34 @@ def _markdown(report: EvaluationReport, figures: list[Path]) -> str:
     lines += ["", "## Figures", ""]
     lines += [f"![{p.stem}]({p.name})" for p in figures]
     return "\n".join(lines) + "\n"
+
+
+def _perturbation_markdown(report: EvaluationReport) -> list[str]:
+    """The perturbation section: each test's check, then AUCs of the informative tests only."""
+    ref = report.neutral_reference
+    lines = ["", "## Deletion / insertion per modality (normalised AUC of p(target))", "",
+             f"Units are ranked by each explanation, most relevant first; a deleted unit becomes the mean feature of the "
+             f"`{ref.get('split')}` split ({ref.get('clips')} clips): the neutral reference. Visual tests rank the cells of "
+             "every segment by that segment's map (where); the audio test ranks segments by the temporal scores (when). "
+             f"A test ranks explainers only when deleting everything lowers mean p(target) by at least "
+             f"{MIN_DELETION_EFFECT:.2f}.", "",
+             "| test | p(target), all kept | p(target), all deleted | drop | verdict |", "| --- | ---: | ---: | ---: | --- |"]
+    for x, c in report.perturbation.items():
+        if not c.available:
+            lines.append(f"| {x} ({c.title}) | – | – | – | n/a: {c.note} |")
+            continue
+        verdict = "informative" if c.informative else "**uninformative for this head**: no AUCs"
+        lines.append(f"| {x} ({c.title}) | {_fmt(c.p_kept)} | {_fmt(c.p_deleted)} | {_fmt(c.effect)} | {verdict} |")
+    tests = [x for x, c in report.perturbation.items() if c.informative]
+    if not tests:
+        return lines + ["", "No test is informative for this head: no deletion/insertion ranking is reported."]
+    head = " | ".join(f"deletion {x} ↓ | insertion {x} ↑" for x in tests)
+    lines += ["", f"| explainer | clips | {head} |", "| --- | ---: |" + " ---: |" * (2 * len(tests))]
+    for name in report.explainers:
+        s = report.scores[name]
+        cells = " | ".join(f"{_fmt(s.auc.get(f'deletion_{x}'))} | {_fmt(s.auc.get(f'insertion_{x}'))}" for x in tests)
+        lines.append(f"| {name} | {s.clips} | {cells} |")
+    return lines
 
 
 def write_report(out: Path, report: EvaluationReport, overlays: OverlayInputs) -> dict[str, Any]:

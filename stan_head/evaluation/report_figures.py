@@ -2,8 +2,9 @@
 
 * :func:`pointing_figure` — pointing game (where) and temporal pointing (when) per explainer;
   a metric that could not be scored (no boxes, no event segments) is drawn as "n/a", not as 0.
-* :func:`curves_figure` — the mean deletion (top) and insertion (bottom) curves of every unit
-  the report holds (one column per unit, whatever units the report has), AUC in the legend.
+* :func:`curves_figure` — the mean deletion (top) and insertion (bottom) curves of every
+  perturbation test the head can be scored by (one column per test), AUC in the legend; a test
+  that is uninformative for the head shows why instead of curves.
 * :func:`overlays_figure` — each explainer's spatial map over the decoded centre frame of every
   segment of the first clips, at the clip's own aspect ratio, with a colour bar, the annotated
   boxes (when there are any) and the event segments outlined. Segments past a clip's end are left
@@ -43,14 +44,11 @@ from stan_head.figures import (
 if TYPE_CHECKING:
     from stan_head.evaluation.report import EvaluationReport, OverlayInputs
 
-__all__ = ["BASELINE_NAMES", "UNIT_TITLES", "build_curves_figure", "build_overlays_figure", "build_pointing_figure",
+__all__ = ["BASELINE_NAMES", "build_curves_figure", "build_overlays_figure", "build_pointing_figure",
            "curves_figure", "explainer_colours", "overlays_figure", "pointing_figure"]
 
 #: Explainers drawn dashed: the baselines every report carries.
 BASELINE_NAMES = ("random", "centre")
-#: Column titles of the known deletion/insertion units; any other unit is titled by its own name.
-UNIT_TITLES = {"regions": "regions (T×H×W feature cells)", "segments": "whole segments",
-               "pixels": "regions, in pixel space"}
 #: Overlay opacity at the top of the colour scale (it falls to 0 at the bottom).
 OVERLAY_OPACITY = 0.8
 #: Panel height in inches of the overlay grid.
@@ -120,53 +118,63 @@ def pointing_figure(report: "EvaluationReport", path: Path) -> Path:
 
 
 # curves --------------------------------------------------------------------------------------
-def report_units(report: "EvaluationReport") -> list[str]:
-    """Every deletion/insertion unit the report holds curves for: the known ones first, then the rest in report order."""
-    seen: list[str] = []
-    for name in report.explainers:
-        for unit in report.scores[name].curves:
-            if unit not in seen:
-                seen.append(unit)
-    known = [u for u in UNIT_TITLES if u in seen]
-    return known + [u for u in seen if u not in UNIT_TITLES]
+def report_tests(report: "EvaluationReport") -> list[str]:
+    """The perturbation tests the report can draw: every available one, in the report's order."""
+    return [x for x, c in report.perturbation.items() if c.available]
 
 
-def _unit_title(unit: str) -> str:
-    return UNIT_TITLES.get(unit, unit.replace("_", " "))
+def _uninformative_panel(ax, check, kind: str) -> None:
+    ax.set_facecolor("0.96")
+    ax.text(0.5, 0.5, textwrap.fill(f"uninformative for this head: deleting everything moves p(target) "
+                                    f"{check.p_kept:.2f} → {check.p_deleted:.2f} (drop {check.effect:.2f} < "
+                                    f"{check.threshold:.2f}), so no {kind} ranking is drawn", 34),
+            transform=ax.transAxes, ha="center", va="center", fontsize=FONT_PT, color="0.25")
 
 
 def build_curves_figure(report: "EvaluationReport") -> Figure:
-    """Mean deletion (top row) and insertion (bottom row) curves, one column per unit, AUC per explainer in the legend."""
-    units = report_units(report)
+    """Mean deletion (top row) and insertion (bottom row) curves, one column per perturbation test.
+
+    An informative test shows every explainer's curve with its AUC in the legend; an uninformative
+    one (deleting everything does not move p(target)) shows why instead of curves; a test the head
+    cannot be scored by (no visual-evidence logits) is left out and named in the title.
+    """
+    tests = report_tests(report)
     colours = explainer_colours(report.explainers)
-    fig = new_figure(max(4.8, 4.4 * len(units)), 8.2)
-    if not units:
+    fig = new_figure(max(4.8, 4.6 * len(tests)), 8.4)
+    missing = [x for x, c in report.perturbation.items() if not c.available]
+    title = f"Deletion / insertion per modality, {report.split} split ({report.clips} clips; mean over clips)"
+    if missing:
+        title += "\nn/a for this head: " + ", ".join(missing) + " (no visual-evidence logits)"
+    fig.suptitle(title, fontsize=TITLE_PT)
+    if not tests:
         ax = fig.subplots()
         ax.set_axis_off()
-        ax.text(0.5, 0.5, "no deletion/insertion curves in this report", ha="center", va="center", fontsize=FONT_PT)
+        ax.text(0.5, 0.5, "no deletion/insertion test in this report", ha="center", va="center", fontsize=FONT_PT)
         return fig
-    axes = fig.subplots(2, len(units), squeeze=False)
-    for col, unit in enumerate(units):
+    axes = fig.subplots(2, len(tests), squeeze=False)
+    for col, test in enumerate(tests):
+        check = report.perturbation[test]
         for row, kind in enumerate(("deletion", "insertion")):
             ax = axes[row, col]
-            for name in report.explainers:
-                c = report.scores[name].curves.get(unit)
-                if c is None or kind not in c:
-                    continue
-                auc = report.scores[name].auc.get(f"{kind}_{unit}")
-                ax.plot(c["fractions"], c[kind], "--" if name in BASELINE_NAMES else "-", color=colours[name],
-                        linewidth=1.6, label=f"{name} (AUC {_fmt(auc)})")
             better = "lower is better" if kind == "deletion" else "higher is better"
-            ax.set_title(f"{kind} of {_unit_title(unit)}\n(AUC: {better})", fontsize=FONT_PT)
-            ax.set_xlabel(f"fraction of the clip {'removed' if kind == 'deletion' else 'inserted'}, most relevant first",
-                          fontsize=SMALL_PT)
-            ax.set_ylabel("p(target class)", fontsize=FONT_PT)
-            ax.set_ylim(0, 1.02)
+            ax.set_title("\n".join(textwrap.wrap(f"{kind}: {check.title}", 40)) + f"\n(AUC: {better})", fontsize=FONT_PT)
             ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1.02)
             ax.tick_params(labelsize=SMALL_PT)
+            ax.set_xlabel(f"fraction {'deleted' if kind == 'deletion' else 'inserted'}, most relevant first", fontsize=SMALL_PT)
+            ax.set_ylabel("p(target class)", fontsize=FONT_PT)
+            if not check.informative:
+                _uninformative_panel(ax, check, kind)
+                continue
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=SMALL_PT, loc="upper right" if kind == "deletion" else "lower right", framealpha=0.85)
-    fig.suptitle(f"Deletion / insertion, {report.split} split ({report.clips} clips; mean over clips)", fontsize=TITLE_PT)
+            for name in report.explainers:
+                c = report.scores[name].curves.get(test)
+                if c is None:
+                    continue
+                auc = report.scores[name].auc.get(f"{kind}_{test}")
+                ax.plot(c["fractions"], c[kind], "--" if name in BASELINE_NAMES else "-", color=colours[name],
+                        linewidth=1.6, label=f"{name} ({_fmt(auc)})")
+            ax.legend(fontsize=SMALL_PT, loc="best", framealpha=0.85, title="explainer (AUC)", title_fontsize=SMALL_PT)
     return fig
 
 

@@ -26,17 +26,33 @@ def test_evaluate_run_writes_a_complete_report(evaluation_run, tmp_path):
     assert names == ["attention", "attention_v", "gradcam", "step", "random", "centre"]
     assert report["scores"]["step"]["clips"] == 3 and report["scores"]["attention"]["clips"] == 6
     assert report["reliability_clips"] == 3
+    checks = report["perturbation"]
+    assert list(checks) == ["visual_evidence", "visual_neutral_audio", "audio_segments"]  # STAN has visual logits
+    assert report["neutral_reference"]["split"] == "train" and report["neutral_reference"]["clips"] > 0
+    for test, c in checks.items():
+        assert c["available"] and c["effect"] == pytest.approx(c["p_kept"] - c["p_deleted"])
+        assert c["informative"] == (c["effect"] >= c["threshold"])
     for name in names:
         s = report["scores"][name]
         # the synthetic dataset has boxes for event segments, and event + background segments
         assert s["pointing_pairs"] > 0 and 0.0 <= s["pointing"] <= 1.0
-        for key in ("deletion_regions", "insertion_regions", "deletion_segments", "insertion_segments"):
-            assert 0.0 <= s["auc"][key] <= 1.0
-        curve = s["curves"]["regions"]
-        assert len(curve["fractions"]) == 5 and curve["fractions"][0] == 0.0 and curve["fractions"][-1] == 1.0
-        # deleting nothing and inserting everything both give the unperturbed clip's probability
-        assert curve["deletion"][0] == pytest.approx(curve["insertion"][-1], abs=1e-5)
-    assert set(report["reliability"]) >= {"pointing", "deletion_regions", "insertion_segments"}
+        for test, c in checks.items():
+            curve = s["curves"][test]
+            assert curve["fractions"][0] == 0.0 and curve["fractions"][-1] == 1.0
+            assert len(curve["fractions"]) == (5 if test.startswith("visual") else 11)  # T = 10 segments
+            # deleting nothing and inserting everything both give the unperturbed clip's probability
+            assert curve["deletion"][0] == pytest.approx(curve["insertion"][-1], abs=1e-5)
+            for kind in ("deletion", "insertion"):
+                if c["informative"]:
+                    assert 0.0 <= s["auc"][f"{kind}_{test}"] <= 1.0
+                else:  # an uninformative test ranks nothing
+                    assert f"{kind}_{test}" not in s["auc"] and f"{kind}_{test}" not in s["per_clip"]
+    # every explainer sees the same all-kept / all-deleted inputs
+    ends = {(round(s["curves"]["visual_neutral_audio"]["deletion"][0], 6), round(s["curves"]["visual_neutral_audio"]["deletion"][-1], 6))
+            for s in report["scores"].values() if s["clips"] == 6}
+    assert len(ends) == 1
+    assert {"pointing", "temporal_pointing"} <= set(report["reliability"])
+    assert not any(k.endswith(t) for k in report["reliability"] for t, c in checks.items() if not c["informative"])
     alphas = [a for a in report["reliability"].values() if a is not None]
     assert alphas and all(-1.0 <= a <= 1.0 for a in alphas)
 
@@ -45,6 +61,28 @@ def test_evaluate_run_writes_a_complete_report(evaluation_run, tmp_path):
         assert f"| {name} |" in md
     assert "![overlays](overlays.png)" in md
     assert np.isfinite(summary.accuracy)
+
+
+@pytest.mark.slow
+def test_evaluate_run_on_a_head_without_visual_evidence(evaluation_run, tmp_path):
+    """Late fusion has no visual-evidence logits: that test is n/a (said, not scored), STEP preserves the
+    final logits with the audio at the neutral reference, and every other test is checked as usual."""
+    from stan_head.train import TrainConfig, train_head
+
+    store_dir, _ = evaluation_run
+    run = train_head(TrainConfig(store=store_dir, out=tmp_path / "lf", model="late_fusion", epochs=2, batch_size=8,
+                                 device="cpu", progress=False, train_split="train", val_split="train", test_split="test"))
+    cfg = EvaluateConfig(run=run.run_dir, store=store_dir, out=tmp_path / "report", split="train", max_clips=3,
+                         device="cpu", explainers=("attention", "step"), step_iterations=5, step_max_clips=1,
+                         overlays=0, deletion_steps=2)
+    report = json.loads(evaluate_run(cfg).report_json.read_text())
+    checks = report["perturbation"]
+    assert checks["visual_evidence"]["available"] is False and "visual_logits" in checks["visual_evidence"]["note"]
+    assert "visual_evidence" not in report["scores"]["attention"]["curves"]
+    assert checks["visual_neutral_audio"]["available"] and checks["audio_segments"]["available"]
+    assert report["scores"]["step"]["clips"] == 1
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "n/a: the head has no visual-evidence pathway" in md
 
 
 def test_unknown_explainer_is_refused(tmp_path):
@@ -60,12 +98,14 @@ def test_evaluate_run_pixel_space_path(evaluation_run, tmp_path):
                          explainers=("attention",), pixel_space=True, deletion_steps=2, overlays=1)
     summary = evaluate_run(cfg)
     report = json.loads(summary.report_json.read_text())
+    assert {"pixels_evidence", "pixels_neutral_audio"} <= set(report["perturbation"])
     for name in ("attention", "random", "centre"):
-        auc = report["scores"][name]["auc"]
-        assert 0.0 <= auc["deletion_pixels"] <= 1.0 and 0.0 <= auc["insertion_pixels"] <= 1.0
-        curve = report["scores"][name]["curves"]["pixels"]
-        assert len(curve["fractions"]) == 3
-    assert "deletion pixels" in summary.report_md.read_text()
+        for test in ("pixels_evidence", "pixels_neutral_audio"):
+            curve = report["scores"][name]["curves"][test]
+            assert len(curve["fractions"]) == 3 and all(0.0 <= p <= 1.0 for p in curve["deletion"])
+            if report["perturbation"][test]["informative"]:
+                assert 0.0 <= report["scores"][name]["auc"][f"deletion_{test}"] <= 1.0
+    assert "| pixels_evidence (" in summary.report_md.read_text()
 
 
 @pytest.mark.slow

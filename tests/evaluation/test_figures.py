@@ -22,6 +22,7 @@ from features.geometry import GridGeometry
 from flows.artifacts import images_markdown
 from pipelines.encode import Mp4Writer
 from stan_head.evaluation.explainers import Explanation
+from stan_head.evaluation.perturbation import MIN_DELETION_EFFECT, TESTS, PerturbationCheck, unavailable
 from stan_head.evaluation.report import Boxes, EvaluationReport, ExplainerScores, OverlayInputs
 from stan_head.evaluation.report_figures import build_curves_figure, build_overlays_figure, build_pointing_figure
 from stan_head.explain_figures import (
@@ -182,20 +183,32 @@ def test_mp4_states_its_max_side_and_has_no_audio_track_without_source_audio(med
 
 
 # evaluation report --------------------------------------------------------------------------
-def _scores(name: str, pointing: float | None, units: tuple[str, ...]) -> ExplainerScores:
+def _scores(name: str, pointing: float | None, tests: tuple[str, ...]) -> ExplainerScores:
     fr = np.linspace(0, 1, 5).tolist()
     return ExplainerScores(
         name=name, clips=2, pointing=pointing, pointing_per_class={}, pointing_pairs=0, temporal_pointing=0.5,
-        temporal_auc=0.6, temporal_clips=2, auc={f"{k}_{u}": 0.4 for u in units for k in ("deletion", "insertion")},
-        curves={u: {"fractions": fr, "deletion": list(1 - np.array(fr)), "insertion": fr} for u in units},
+        temporal_auc=0.6, temporal_clips=2, auc={f"{k}_{u}": 0.4 for u in tests for k in ("deletion", "insertion")},
+        curves={u: {"fractions": fr, "deletion": list(1 - np.array(fr)), "insertion": fr} for u in tests},
         per_clip={})
 
 
-def _report(pointing: float | None, units: tuple[str, ...] = ("regions", "segments")) -> EvaluationReport:
+def _check(test: str, informative: bool | None) -> PerturbationCheck:
+    if informative is None:
+        return unavailable(test, "the head has no visual-evidence pathway")
+    kept, deleted = (0.8, 0.1) if informative else (0.7, 0.69)
+    return PerturbationCheck(test=test, title=TESTS[test].title, available=True, informative=informative, p_kept=kept,
+                             p_deleted=deleted, effect=kept - deleted, threshold=MIN_DELETION_EFFECT, clips=2, note="")
+
+
+def _report(pointing: float | None, checks: dict[str, bool | None] | None = None) -> EvaluationReport:
     names = ["attention", "gradcam", "random", "centre"]
+    checks = checks if checks is not None else {"visual_evidence": True, "visual_neutral_audio": True, "audio_segments": True}
+    scored = tuple(t for t, ok in checks.items() if ok)
     return EvaluationReport(run="r", store="s", store_id="x", split="test", clips=2, classes=["a", "b"], accuracy=0.5,
                             explainers=names, reliability={}, reliability_clips=2,
-                            scores={n: _scores(n, pointing, units) for n in names}, config={})
+                            scores={n: _scores(n, pointing, scored) for n in names},
+                            perturbation={t: _check(t, ok) for t, ok in checks.items()},
+                            neutral_reference={"split": "train", "clips": 4}, config={})
 
 
 def test_pointing_chart_draws_n_a_not_zero_bars_when_there_are_no_boxes():
@@ -211,12 +224,39 @@ def test_pointing_chart_draws_n_a_not_zero_bars_when_there_are_no_boxes():
     _assert_readable(scored)
 
 
-def test_curves_figure_draws_every_unit_the_report_holds():
-    fig = build_curves_figure(_report(0.5, units=("regions", "segments", "audio_segments")))
+def test_curves_figure_draws_a_column_per_test():
+    fig = build_curves_figure(_report(0.5))
     titles = [ax.get_title() for ax in fig.axes]
     assert len(fig.axes) == 6 and any("audio segments" in t for t in titles)
     assert all(len(ax.get_lines()) == 4 for ax in fig.axes)
     _assert_readable(fig)
+
+
+def test_curves_figure_ranks_nothing_for_an_uninformative_test():
+    fig = build_curves_figure(_report(0.5, {"visual_evidence": None, "visual_neutral_audio": False,
+                                            "audio_segments": True}))
+    assert len(fig.axes) == 4  # visual_evidence n/a: no column; the other two: deletion + insertion
+    flat = [ax for ax in fig.axes if "audio neutral" in ax.get_title()]
+    assert len(flat) == 2 and all(not ax.get_lines() and ax.get_legend() is None for ax in flat)
+    assert all(any("uninformative for this head" in t.get_text() for t in ax.texts) for ax in flat)
+    assert "n/a for this head: visual_evidence" in fig.get_suptitle()
+    heard = [ax for ax in fig.axes if "audio segments" in ax.get_title()]
+    assert all(len(ax.get_lines()) == 4 for ax in heard)
+    _assert_readable(fig)
+
+
+def test_report_markdown_prints_no_auc_for_an_uninformative_test(tmp_path):
+    from stan_head.evaluation.report import write_report
+
+    report = _report(0.5, {"visual_evidence": None, "visual_neutral_audio": False, "audio_segments": True})
+    report = report.model_copy(update={"config": {"overlays": 0}})
+    no_boxes = Boxes(np.zeros(0, int), np.zeros(0, int), np.zeros((0, 4)))
+    paths = write_report(tmp_path, report, _overlay_inputs(no_boxes, None))
+    md = paths["md"].read_text()
+    assert "deletion audio_segments" in md and "deletion visual_neutral_audio" not in md
+    assert "| visual_neutral_audio (" in md and "**uninformative for this head**" in md
+    assert "| visual_evidence (" in md and "n/a: the head has no visual-evidence pathway" in md
+    assert {p.name for p in paths["figures"]} == {"pointing.png", "curves.png"}
 
 
 def _overlay_inputs(boxes: Boxes, sizes, mask_row2: int = T) -> OverlayInputs:
