@@ -17,6 +17,7 @@ from typing import Any, Literal
 from features.compute_kind import ComputeKindMismatch
 from features.plan import ExtractConfig, StorePlan
 from features.shard_engine import ShardResult, close_decoder, extract_shard
+from features.shard_task import run_shard
 
 __all__ = ["RunnerKind", "runner_kind", "machine_cores", "local_cluster_kwargs", "LOCAL_CLUSTER_CONFIG",
            "local_cluster_config", "dask_client", "run_shards", "ShardTaskError"]
@@ -136,7 +137,8 @@ def run_shards(plan: StorePlan, pending: list[int], client: Any = None, progress
         if timings is not None:
             timings["cluster_start_s"] = time.perf_counter() - t
         plan_future = client.scatter(plan, broadcast=True)
-        futures = {client.submit(extract_shard, plan_future, i, key=f"extract-shard-{plan.store_id}-{i:05d}",
+        # run_shard, not extract_shard: the scheduler unpickles the task and must not import torch for it
+        futures = {client.submit(run_shard, plan_future, i, key=f"extract-shard-{plan.store_id}-{i:05d}",
                                  retries=1): i for i in pending}
         for fut in as_completed(list(futures)):
             i = futures[fut]

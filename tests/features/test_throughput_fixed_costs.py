@@ -125,3 +125,17 @@ def test_the_local_cluster_runs_with_quiet_dask_settings(tmp_path):
         assert client.submit(sum, [1, 2]).result() == 3
         assert worker.state.nthreads == 2
     assert dask.config.get("distributed.admin.tick.interval") == before
+
+
+def test_a_scheduler_unpickling_a_shard_task_imports_no_torch():
+    """Dask's scheduler unpickles the task graph: the shard task's function must not pull torch in there."""
+    import cloudpickle
+
+    from features.shard_task import run_shard
+
+    code = ("import pickle, sys; pickle.loads(sys.stdin.buffer.read()); "
+            "print(sorted(m for m in ('torch', 'features.shard_engine', 'decord') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], input=cloudpickle.dumps(run_shard), cwd=REPO, env=env,
+                         capture_output=True, timeout=120, check=True).stdout
+    assert out.decode().strip() == "[]"
