@@ -86,8 +86,10 @@ def main(ctx: click.Context, debug: bool, verbose: bool, track: bool | None) -> 
     ctx.meta[TRACK_KEY] = track
     handler = logging.StreamHandler()
     handler.setFormatter(_Warnings("%(message)s"))
+    # force: building a command may have imported Prefect already (an option-cache miss), whose console handler
+    # would otherwise stay on the root logger and print our warnings in its own format
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
-                        handlers=[handler])
+                        handlers=[handler], force=True)
     # this process's defaults (the user's own settings win): Dask's INFO chatter off, no Prefect telemetry
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -235,13 +235,13 @@ def test_debug_shows_the_traceback(tmp_path: Path, env) -> None:
 
 
 @pytest.mark.slow
-def test_tracked_error_is_said_once(prefect_server, tiny_run, tmp_path: Path) -> None:
-    notes = tmp_path / "notes.mp4"
-    notes.write_text("not a video\n")
+def test_tracked_error_is_said_once(prefect_server, media_files, tmp_path: Path) -> None:
+    (tmp_path / "notarun").mkdir()           # refused inside the explain flow (its input check), not before it
     out = tmp_path / "explain"
-    proc = run_cli(["explain", str(tiny_run.run), str(notes), "--out", str(out)], prefect_server.env)
+    proc = run_cli(["explain", str(tmp_path / "notarun"), str(media_files.bigbuckbunny), "--out", str(out)],
+                   prefect_server.env)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if "not a video" in line]
+    errors = [line for line in proc.stderr.splitlines() if "not a run folder" in line]
     assert len(errors) == 1 and errors[0].startswith("error: "), proc.stderr
     assert "Traceback" not in proc.stderr and "Finished in state" not in proc.stderr
     assert "View at" in proc.stderr          # the tracked run's link is still shown
