@@ -78,7 +78,7 @@ class PerturbationTest:
 TESTS: dict[str, PerturbationTest] = {t.name: t for t in (
     PerturbationTest("visual_evidence", "visual", "evidence", "visual cells → visual-evidence logits"),
     PerturbationTest("visual_neutral_audio", "visual", "neutral_audio", "visual cells → full head, audio neutral"),
-    PerturbationTest("audio_segments", "audio", "full", "audio segments (by 'when') → full head"),
+    PerturbationTest("audio_segments", "audio", "full", "audio segments ranked by 'when' → full head"),
     PerturbationTest("pixels_evidence", "pixels", "evidence", "frame blocks → visual-evidence logits"),
     PerturbationTest("pixels_neutral_audio", "pixels", "neutral_audio", "frame blocks → full head, audio neutral"),
 )}

@@ -131,16 +131,24 @@ def _uninformative_panel(ax, check, kind: str) -> None:
             transform=ax.transAxes, ha="center", va="center", fontsize=FONT_PT, color="0.25")
 
 
+def _column_top(report: "EvaluationReport", test: str, chance: float) -> float:
+    """Upper y-limit of a test's column: the highest mean p(target) drawn (and chance), with room, in steps of 0.1."""
+    values = [chance] + [v for name in report.explainers for kind in ("deletion", "insertion")
+                         for v in (report.scores[name].curves.get(test) or {}).get(kind, [])]
+    return float(min(1.02, max(0.3, np.ceil(max(values) * 1.15 * 10) / 10)))
+
+
 def build_curves_figure(report: "EvaluationReport") -> Figure:
     """Mean deletion (top row) and insertion (bottom row) curves, one column per perturbation test.
 
-    An informative test shows every explainer's curve with its AUC in the legend; an uninformative
-    one (deleting everything does not move p(target)) shows why instead of curves; a test the head
-    cannot be scored by (no visual-evidence logits) is left out and named in the title.
+    An informative test shows every explainer's curve with its AUC in the legend and chance (1/K)
+    dotted; an uninformative one (deleting everything does not move p(target)) shows why instead of
+    curves; a test the head cannot be scored by (no visual-evidence logits) is left out and named in
+    the title. Each column's y-axis runs from 0 to just above its highest curve (both rows share it).
     """
     tests = report_tests(report)
     colours = explainer_colours(report.explainers)
-    fig = new_figure(max(4.8, 4.6 * len(tests)), 8.4)
+    fig = new_figure(max(4.8, 4.6 * len(tests)), 11.0)
     missing = [x for x, c in report.perturbation.items() if not c.available]
     title = f"Deletion / insertion per modality, {report.split} split ({report.clips} clips; mean over clips)"
     if missing:
@@ -152,14 +160,16 @@ def build_curves_figure(report: "EvaluationReport") -> Figure:
         ax.text(0.5, 0.5, "no deletion/insertion test in this report", ha="center", va="center", fontsize=FONT_PT)
         return fig
     axes = fig.subplots(2, len(tests), squeeze=False)
+    chance = 1.0 / max(1, len(report.classes))
     for col, test in enumerate(tests):
         check = report.perturbation[test]
+        top = _column_top(report, test, chance)
         for row, kind in enumerate(("deletion", "insertion")):
             ax = axes[row, col]
             better = "lower is better" if kind == "deletion" else "higher is better"
             ax.set_title("\n".join(textwrap.wrap(f"{kind}: {check.title}", 40)) + f"\n(AUC: {better})", fontsize=FONT_PT)
             ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1.02)
+            ax.set_ylim(0, top)
             ax.tick_params(labelsize=SMALL_PT)
             ax.set_xlabel(f"fraction {'deleted' if kind == 'deletion' else 'inserted'}, most relevant first", fontsize=SMALL_PT)
             ax.set_ylabel("p(target class)", fontsize=FONT_PT)
@@ -167,6 +177,7 @@ def build_curves_figure(report: "EvaluationReport") -> Figure:
                 _uninformative_panel(ax, check, kind)
                 continue
             ax.grid(alpha=0.3)
+            ax.axhline(chance, color="0.5", linestyle=":", linewidth=1.0, label=f"chance (1/{len(report.classes)})")
             for name in report.explainers:
                 c = report.scores[name].curves.get(test)
                 if c is None:
@@ -174,7 +185,9 @@ def build_curves_figure(report: "EvaluationReport") -> Figure:
                 auc = report.scores[name].auc.get(f"{kind}_{test}")
                 ax.plot(c["fractions"], c[kind], "--" if name in BASELINE_NAMES else "-", color=colours[name],
                         linewidth=1.6, label=f"{name} ({_fmt(auc)})")
-            ax.legend(fontsize=SMALL_PT, loc="best", framealpha=0.85, title="explainer (AUC)", title_fontsize=SMALL_PT)
+            # below the axes: on top of them a legend hides the curves it ranks
+            ax.legend(fontsize=SMALL_PT, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False,
+                      title="explainer (AUC)", title_fontsize=SMALL_PT)
     return fig
 
 

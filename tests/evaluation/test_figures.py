@@ -228,7 +228,7 @@ def test_curves_figure_draws_a_column_per_test():
     fig = build_curves_figure(_report(0.5))
     titles = [ax.get_title() for ax in fig.axes]
     assert len(fig.axes) == 6 and any("audio segments" in t for t in titles)
-    assert all(len(ax.get_lines()) == 4 for ax in fig.axes)
+    assert all(len(ax.get_lines()) == 4 + 1 for ax in fig.axes)  # the explainers and chance (1/K)
     _assert_readable(fig)
 
 
@@ -241,7 +241,7 @@ def test_curves_figure_ranks_nothing_for_an_uninformative_test():
     assert all(any("uninformative for this head" in t.get_text() for t in ax.texts) for ax in flat)
     assert "n/a for this head: visual_evidence" in fig.get_suptitle()
     heard = [ax for ax in fig.axes if "audio segments" in ax.get_title()]
-    assert all(len(ax.get_lines()) == 4 for ax in heard)
+    assert all(len(ax.get_lines()) == 4 + 1 for ax in heard)
     _assert_readable(fig)
 
 
