@@ -138,6 +138,35 @@ def _repeat(args: list[str], env: dict[str, str], repeats: int) -> dict[str, flo
             "cpu": statistics.median(c for _, c in runs)}
 
 
+_WHO_IMPORTS_TORCH = """
+import sys, traceback
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and "torch" not in sys.modules and not getattr(self, "seen", False):
+            self.seen = True
+            frames = [f for f in traceback.extract_stack() if f.filename.startswith(ROOT) and "/.venv/" not in f.filename]
+            if frames:
+                print("torch-importer " + frames[-1].filename[len(ROOT) + 1:] + ":" + str(frames[-1].lineno), file=sys.stderr)
+        return None
+sys.meta_path.insert(0, Spy())
+from flows.cli import main
+sys.argv[0] = "wherewhen"
+main()
+"""
+
+
+def _torch_import(args: list[str], env: dict[str, str]) -> tuple[float, str] | None:
+    """(seconds, the project's line that imports it) of torch's import in ``wherewhen *args``
+    (``python -X importtime`` and an import hook), or None when the command imports no torch."""
+    code = f"ROOT = {str(ROOT)!r}\n" + _WHO_IMPORTS_TORCH
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code, *args], env=env, capture_output=True,
+                          text=True)
+    seconds = next((int(line.split("|")[1]) / 1e6 for line in proc.stderr.splitlines()
+                    if line.startswith("import time:") and line.split("|")[-1].strip() == "torch"), None)
+    who = next((line.split(" ", 1)[1] for line in proc.stderr.splitlines() if line.startswith("torch-importer ")), "?")
+    return None if seconds is None else (seconds, who)
+
+
 def _row(name: str, t: dict[str, float], goal: float) -> str:
     ok = "yes" if t["max"] <= goal else "**no**"
     return f"| {name} | {t['median']:.2f} | {t['max']:.2f} | {t['cpu']:.2f} | {t['cold']:.2f} | ≤ {goal:g} | {ok} |"
@@ -167,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     rows.append(("extract-features (no-op)", _repeat(["extract-features", str(dataset), "--out", str(store.parents[1])],
                                                      env, args.repeats), GOALS["extract-features (no-op)"]))
+    noop_torch = _torch_import(["extract-features", str(dataset), "--out", str(store.parents[1])], env)
     rows.append(("dataset info", _repeat(["dataset", "info", str(dataset)], env, args.repeats), GOALS["dataset info"]))
     helps = {" ".join(c): _repeat([*c, "--help"], env, args.repeats) for c in _commands()}
     slowest = max(helps, key=lambda k: helps[k]["max"])
@@ -199,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         f"`--help` of all {len(helps)} commands: median {statistics.median(all_help):.2f} s, "
         f"range {min(all_help):.2f}–{max(all_help):.2f} s.",
     ]
+    if noop_torch is not None:
+        lines += ["", f"Where the no-op's time goes (`python -X importtime`, same command): importing torch takes "
+                      f"{noop_torch[0]:.2f} s, first imported by `{noop_torch[1]}` (the library's modules import it at "
+                      f"module level, though a complete store needs no tensor)."]
     publish_section(args.docs, "bench/cli.py", "\n".join(lines), write=not args.no_docs)
     return 0
 
