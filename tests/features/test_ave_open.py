@@ -9,6 +9,7 @@ released ones are 7.7 GB) that carry the class, so that training has something t
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -117,7 +118,14 @@ def test_train_through_the_cli_on_the_release_layout(release: Path, tmp_path: Pa
     assert (run / "run.json").is_file() and "ave_att on store ave-" in result.output
     assert "(402 clips)" in result.output
     test_acc = float(result.output.split("test acc ")[1].split()[0])
-    print(result.output); assert test_acc > 0.5, result.output      # the features carry the class; chance is 1/28
+    assert test_acc > 0.5, result.output      # the features carry the class; chance is 1/28
+    # and the run evaluates on the same folder: AVE has no boxes, so "where" is n/a and "when" is scored
+    report = tmp_path / "report"
+    result = CliRunner().invoke(main, ["evaluate", str(run), "--store", str(release), "--out", str(report),
+                                       "--max-clips", "24", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((report / "report.json").read_text())["scores"]["attention"]
+    assert scores["clips"] == 24 and scores["pointing"] is None and scores["temporal_pointing"] is not None
 
 
 # --------------------------------------------------------------------------- malformed folders
