@@ -44,9 +44,10 @@ _RESUME_FREE = {"out", "store", "device", "num_threads", "resume", "progress"}
 class TrainConfig(BaseModel):
     """Everything a training run needs. ``store`` is a feature-store folder or an AVE feature folder.
 
-    ``visual_loss_weight`` (on by default) adds the cross-entropy of the head's visual-evidence
-    classifier (``HeadOutput.visual_logits``, STAN only): it makes the spatial attention find the
-    sounding object instead of leaving "where" to chance when the audio alone names the class.
+    ``visual_loss_weight`` (on by default) adds the cross-entropy of STAN's visual evidence
+    (``HeadOutput.visual_logits``, the attended cells' class scores): the cells that α picks must
+    name the class on their own, which trains the region classifier α is built from (heads
+    without visual evidence ignore it).
 
     Auxiliary losses (both off by default): ``segment_loss_weight`` adds the per-segment
     cross-entropy over event/background labels (needs ``head.segment_head``);

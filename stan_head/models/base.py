@@ -19,9 +19,13 @@ class HeadOptions(BaseModel):
     """Architecture hyper-parameters a user chooses (the input sizes come from the store).
 
     ``d_model`` is the width both modalities are projected to; ``attn_dim`` the hidden width of
-    the additive (tanh) attention scorers; ``hidden_dim`` the classifier MLP width;
-    ``lstm_hidden`` the per-direction BiLSTM width of ``ave_att``; ``segment_head`` adds the
-    per-segment classifier with a background class (K + 1 outputs).
+    the additive (tanh) attention scorers; ``hidden_dim`` the classifier MLP width (late fusion,
+    ``ave_att`` and the per-segment classifiers); ``lstm_hidden`` the per-direction BiLSTM width of
+    ``ave_att``; ``segment_head`` adds the per-segment classifier with a background class (K + 1
+    outputs). STAN's spatial attention: ``attention_temperature`` τ divides its audio-visual
+    agreement scores before the softmax over cells (smaller = sharper α), and
+    ``attention_neighbourhood`` c weighs a cell's edge neighbours (c) and corner neighbours (c²)
+    when the agreement is pooled over 3×3 neighbourhoods (0 = no pooling).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -32,6 +36,8 @@ class HeadOptions(BaseModel):
     lstm_hidden: int = Field(64, ge=1)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     segment_head: bool = False
+    attention_temperature: float = Field(0.25, gt=0.0)
+    attention_neighbourhood: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class HeadSizes(HeadOptions):

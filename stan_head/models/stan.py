@@ -1,25 +1,34 @@
 """STAN: the space-time attention head ("Where and When", our design in DESIGN.md "STAN head").
 
-Where: audio-guided spatial attention per segment,
-    s_{t,i} = w_sᵀ tanh(W_v v_{t,i} + W_a a_t),  α_t = softmax_i(s_t),  ṽ_t = Σ_i α_{t,i} v_{t,i}.
-When: temporal attention per modality with the other modality's mean as context,
-    β^a = softmax_t(w_aᵀ tanh(U_a a_t + U_c c_v)),  β^v = softmax_t(w_vᵀ tanh(U_v ṽ_t + U_c' c_a)).
-Clip vector z = [Σ_t β^a_t a_t ; Σ_t β^v_t ṽ_t] -> MLP -> K logits; optional per-segment head
-[ṽ_t ; a_t] -> K + 1 (background).
+What is heard: temporal attention over the audio segments, with the clip's mean audio as context,
+    β^a = softmax_t(w_aᵀ tanh(U_a a_t + U_c ā)),  audio logits ℓ^a = W_a Σ_t β^a_t a_t,  q = softmax(ℓ^a).
+What each region shows: a linear classifier on every cell's (LayerNorm-ed) frozen feature,
+    p_{t,i} = softmax(W_r LN(v_{t,i})) over the K classes.
+Where: the cells whose class agrees with what is heard,
+    g_{t,i} = log Σ_k q_k p_{t,i}(k),   α_t = softmax_i(S(g_t) / τ),
+where S pools the agreement over each cell's 3×3 neighbourhood (weights 1 / c / c² for the cell, its
+edge and its corner neighbours; zero outside the grid) and τ is ``attention_temperature``.
+The audio decides which classes count (a sound shared by two classes keeps both), the region
+classifier which cells show one of them; a silent distractor of another class disagrees with the
+sound whatever its size, position or drawing order, and a silent segment points where the clip's
+sound source is (q is the clip's). The neighbourhood pooling puts the peak on the middle of the
+blob of cells that see an object (the last feature maps of a CNN spread one object over 2-4 cells).
+When (vision): ṽ_t = proj_v(Σ_i α_{t,i} v_{t,i}), β^v = softmax_t(w_vᵀ tanh(U_v ṽ_t + U_c' ā)).
+Visual evidence: ℓ^v = Σ_t β^v_t Σ_i α_{t,i} W_r LN(v_{t,i}) (the attended cells' class scores).
+Logits: ℓ = ℓ^a + ℓ^v (a product of the two experts): the sound names its classes, the attended
+object decides between them. Optional per-segment head [ṽ_t ; a_t] -> K + 1 (background).
 
-Visual evidence: a linear classifier on the attended visual vector alone, Σ_t β^v_t ṽ_t -> K
-(``HeadOutput.visual_logits``). The trainer adds its cross-entropy (``visual_loss_weight``):
-without it, a clip whose sound alone names the class gives α no reason to find the object, and
-the "where" explanation is arbitrary. With it, the audio-guided α must pick the regions whose
-features name the sounding class, i.e. the sounding object rather than silent distractors.
+The trainer's losses: cross-entropy of ℓ, plus ``visual_loss_weight`` × that of ℓ^v
+(``HeadOutput.visual_logits``), which trains the region classifier on the cells α picks.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from stan_head.models.base import Head, HeadOutput, HeadSizes, masked_mean, masked_softmax, mlp, segment_classifier
+from stan_head.models.base import Head, HeadOutput, HeadSizes, masked_mean, masked_softmax, segment_classifier
 
 
 class AdditiveScore(nn.Module):
@@ -36,18 +45,47 @@ class AdditiveScore(nn.Module):
         return self.w(torch.tanh(self.u(x) + self.v(ctx))).squeeze(-1)
 
 
+def agreement(audio_logits: torch.Tensor, region_logits: torch.Tensor) -> torch.Tensor:
+    """log Σ_k q_k p_i(k): how well each region's class posterior agrees with the audio's.
+
+    audio_logits (B, K), region_logits (B, T, N, K) -> (B, T, N), each ≤ 0 (a log probability:
+    the chance that the heard class and the region's class coincide).
+    """
+    log_q = torch.log_softmax(audio_logits, dim=-1)[:, None, None, :]
+    return torch.logsumexp(log_q + torch.log_softmax(region_logits, dim=-1), dim=-1)
+
+
+def neighbourhood_kernel(c: float) -> torch.Tensor:
+    """The 3×3 pooling weights (1 for the cell, c for its edge neighbours, c² for the corners), (1, 1, 3, 3)."""
+    edge = torch.tensor([c, 1.0, c])
+    return (edge[:, None] * edge[None, :])[None, None]
+
+
+def pool_neighbourhood(log_scores: torch.Tensor, kernel: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """log of Σ_j kernel_j exp(score_j) over each cell's 3×3 neighbourhood on the H×W grid (zero outside).
+
+    log_scores (B, T, H·W) -> (B, T, H·W). Computed in the log domain (max-shifted per map), so the
+    result is finite for any finite input.
+    """
+    b, t, n = log_scores.shape
+    top = log_scores.amax(dim=-1, keepdim=True).detach()
+    x = (log_scores - top).exp().reshape(b * t, 1, h, w)
+    pooled = F.conv2d(x, kernel.to(x.dtype), padding=1).reshape(b, t, n)
+    return torch.log(pooled.clamp_min(torch.finfo(pooled.dtype).tiny)) + top
+
+
 class STAN(Head):
     """Space-time attention head; see the module docstring for the equations."""
 
     def __init__(self, config: HeadSizes) -> None:
         super().__init__(config)
-        d = config.d_model
+        d, k = config.d_model, config.num_classes
         self.add_input_layers()
-        self.spatial = AdditiveScore(d, d, config.attn_dim)
         self.temporal_a = AdditiveScore(d, d, config.attn_dim)
         self.temporal_v = AdditiveScore(d, d, config.attn_dim)
-        self.classifier = mlp(2 * d, config.hidden_dim, config.num_classes, config.dropout)
-        self.visual_classifier = nn.Linear(d, config.num_classes)
+        self.audio_classifier = nn.Linear(d, k)
+        self.region_classifier = nn.Sequential(nn.LayerNorm(config.visual_dim), nn.Linear(config.visual_dim, k))
+        self.register_buffer("kernel", neighbourhood_kernel(config.attention_neighbourhood), persistent=False)
         self.segment_classifier = segment_classifier(config, 2 * d)
 
     def forward(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor) -> HeadOutput:
@@ -55,35 +93,37 @@ class STAN(Head):
         self.check_inputs(visual, audio, segment_mask)
         b, t, h, w, cv = visual.shape
         n = h * w
-        v = self.proj_v(visual.reshape(b, t, n, cv))  # (B,T,N,d)
+        regions = visual.reshape(b, t, n, cv)
+
+        # What is heard, and when.
         a = self.proj_a(audio)  # (B,T,d)
-
-        # Where: audio-guided spatial attention over the N regions of each segment.
-        scores = self.spatial(v, a.unsqueeze(2))  # (B,T,N)
-        alpha = torch.softmax(scores, dim=-1)
-        alpha = torch.where(segment_mask.unsqueeze(-1), alpha, torch.full_like(alpha, 1.0 / n))
-        # Dropout on the pooled vectors, not on the B·T·N region features: same regularisation of
-        # what the classifier sees, without drawing B·T·N·d random numbers per step.
-        v_att = self.drop(torch.einsum("btn,btnd->btd", alpha, v))  # (B,T,d)
+        ctx_a = masked_mean(a, segment_mask).unsqueeze(1)  # (B,1,d)
+        beta_a = masked_softmax(self.temporal_a(a, ctx_a), segment_mask, dim=-1)  # (B,T)
         a = self.drop(a)
+        audio_logits = self.audio_classifier(torch.einsum("bt,btd->bd", beta_a, a))  # (B,K)
 
-        # When: temporal attention per modality with the other modality's mean as context.
-        ctx_v = masked_mean(v_att, segment_mask).unsqueeze(1)  # (B,1,d)
-        ctx_a = masked_mean(a, segment_mask).unsqueeze(1)
-        beta_a = masked_softmax(self.temporal_a(a, ctx_v), segment_mask, dim=-1)  # (B,T)
-        beta_v = masked_softmax(self.temporal_v(v_att, ctx_a), segment_mask, dim=-1)
+        # What each region shows, and where it agrees with the sound.
+        region_logits = self.region_classifier(regions)  # (B,T,N,K)
+        score = agreement(audio_logits, region_logits)  # (B,T,N)
+        if self.config.attention_neighbourhood > 0:
+            score = pool_neighbourhood(score, self.kernel, h, w)
+        alpha = torch.softmax(score / self.config.attention_temperature, dim=-1)
+        alpha = torch.where(segment_mask.unsqueeze(-1), alpha, torch.full_like(alpha, 1.0 / n))
 
-        z_v = torch.einsum("bt,btd->bd", beta_v, v_att)  # (B,d)
-        z = torch.cat([torch.einsum("bt,btd->bd", beta_a, a), z_v], dim=-1)  # (B,2d)
-        logits = self.classifier(z)
+        # When (vision), visual evidence and the fused prediction. Pooling before projecting costs
+        # one d-wide projection per segment instead of one per cell.
+        v_att = self.drop(self.proj_v(torch.einsum("btn,btnc->btc", alpha, regions)))  # (B,T,d)
+        beta_v = masked_softmax(self.temporal_v(v_att, ctx_a), segment_mask, dim=-1)  # (B,T)
+        segment_evidence = torch.einsum("btn,btnk->btk", alpha, region_logits)  # (B,T,K)
+        visual_logits = torch.einsum("bt,btk->bk", beta_v, segment_evidence)
         segment_logits = None
         if self.segment_classifier is not None:
             segment_logits = self.segment_classifier(torch.cat([v_att, a], dim=-1))  # (B,T,K+1)
         return HeadOutput(
-            logits=logits,
+            logits=audio_logits + visual_logits,
             alpha=alpha.reshape(b, t, h, w),
             beta_a=beta_a,
             beta_v=beta_v,
             segment_logits=segment_logits,
-            visual_logits=self.visual_classifier(z_v),
+            visual_logits=visual_logits,
         )

@@ -26,8 +26,14 @@ def make_feature_store(
     shard_size: int = 25,
     seed: int = 0,
     fmt: str = "hdf5",
+    distractor: bool = False,
 ) -> Path:
-    """Write a complete store under ``root/store_id`` and return its folder."""
+    """Write a complete store under ``root/store_id`` and return its folder.
+
+    ``distractor=True`` makes the scene need the sound: the sounding object's pattern is visible
+    in every segment (the sound only in the event), and a silent distractor — the pattern of
+    another class, as strong — sits in every segment at a cell not adjacent to it.
+    """
     rng = np.random.default_rng(seed)
     store_dir = Path(root) / store_id
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -43,9 +49,20 @@ def make_feature_store(
     for i in range(clips):
         start = rng.integers(0, t - 1)
         y, x = rng.integers(0, h), rng.integers(0, w)
+        if distractor:
+            far = [(yy, xx) for yy in range(h) for xx in range(w) if max(abs(yy - y), abs(xx - x)) > 1]
+            if not far:
+                raise ValueError(f"a {h}x{w} grid has no cell apart from ({y}, {x}) for the distractor")
+            dy, dx = far[rng.integers(0, len(far))]
+            other = (label[i] + rng.integers(1, num_classes)) % num_classes
+            for s in range(t):
+                if mask[i, s]:
+                    visual[i, s, y, x] += vis_pat[label[i]]
+                    visual[i, s, dy, dx] += vis_pat[other]
         for s in range(start, t):
             if mask[i, s]:
-                visual[i, s, y, x] += vis_pat[label[i]]
+                if not distractor:
+                    visual[i, s, y, x] += vis_pat[label[i]]
                 audio[i, s] += aud_pat[label[i]]
                 seg_label[i, s] = label[i]
                 boxes.append({"clip_id": f"clip{i:04d}", "segment": s, "x0": x / w, "y0": y / h,
