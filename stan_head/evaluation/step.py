@@ -84,6 +84,8 @@ class STEPConfig(BaseModel):
         kernel_frames: temporal extent of the ellipsoid kernel (clipped to the clip length).
         kernel_size: spatial extent of the ellipsoid kernel in mask pixels at a 112-px mask;
             scaled with the mask size, never below 3.
+        reward: what the kept content must keep high: ``"log_prob"``, log p(target) (the other
+            classes' scores count too), or ``"score"``, the target's raw logit (TorchRay's ``simple_reward``).
         edges: what the blur pyramid sees past the frame (:func:`~stan_head.evaluation.step_masks.gaussian_blur`):
             ``"normalised"`` (only the pixels inside), ``"replicate"`` (the border repeated) or ``"zero"``
             (TorchRay's constant padding).
@@ -109,6 +111,7 @@ class STEPConfig(BaseModel):
     smooth_start: int = Field(100, ge=0)
     kernel_frames: int = Field(5, ge=1)
     kernel_size: int = Field(11, ge=1)
+    reward: Literal["log_prob", "score"] = "log_prob"
     edges: Literal["normalised", "replicate", "zero"] = "normalised"
     area_with_margin: bool = True
     seed: int = 0
@@ -232,8 +235,8 @@ def step_attribution(
     for it in range(cfg.iterations):
         cropped, full = masks_from(params)
         logits = model(perturbed(cropped))
-        logp = F.log_softmax(logits, dim=-1).gather(1, tgt[:, None]).reshape(n_area, b)
-        reward = -logp
+        scores = F.log_softmax(logits, dim=-1) if cfg.reward == "log_prob" else logits
+        reward = -scores.gather(1, tgt[:, None]).reshape(n_area, b)
         flat = full.reshape(n_area, b, -1)
         perm = torch.randperm(flat.shape[-1], generator=gen).to(device)
         ordered = flat[..., perm].sort(dim=-1)[0]
