@@ -1,0 +1,327 @@
+"""Benchmark: which audio extractor should be the default — STAN's accuracy and α pointing with each, and its cost.
+
+    .venv/bin/python bench/audio_extractors.py --work /tmp/bench-audio                 # builds what is missing
+    .venv/bin/python bench/audio_extractors.py --work W --dataset hard=/data/hard --features-root /data/features
+
+For each preset (``easy`` 200 clips seed 0, ``hard`` 300 clips seed 0; split 0.5/0.2/0.3) and each audio
+extractor (``logmel``, ``soundnet``, ``aisfx``) it finds or makes, with the command line a user would type:
+
+1. the dataset: ``--dataset PRESET=DIR`` or ``WORK/data/PRESET``, built with
+   ``wherewhen dataset build synthetic --preset P --clips N --seed S --split-fractions 0.5,0.2,0.3``
+   when it has no manifest;
+2. the store ``wherewhen extract-features DS --audio A`` (every other option the default): looked up in
+   ``--features-root`` folders first, else extracted into ``WORK/features``;
+3. STAN with the CLI defaults, ``wherewhen train STORE --model stan --out WORK/runs/P-A`` and
+   ``wherewhen evaluate RUN --store STORE --out WORK/reports/P-A`` (default explainers); for the
+   seed spread, ``--seed s`` runs (``--seeds``, default 0,1,2) evaluated with ``--explainers attention``
+   (α pointing is the ``attention`` explainer's pointing game, identical under both explainer lists).
+   A finished run is resumed (only its test pass reruns) and a report newer than its weights is kept.
+
+Cost (``--cost-clips`` clips of ``--cost-preset``, decoded once with the stores' segmentation): in one
+process with ``--threads`` torch threads (1, extract-features' default per shard task), the CPU seconds
+(``time.process_time``) of the visual CNN (the default ``efficientnet_lite0``, frozen graph, frames in
+batches of the CPU default batch size, as the shard engine runs it) and of each audio extractor (one call
+per clip on its segments, as the shard engine calls it), each the fastest of ``--repeats`` passes, after a
+warm-up pass; the ratio audio / visual is the figure. The stores' own timings (``shards_audio_s`` /
+``shards_visual_s`` in store.json, wall seconds inside the shard tasks, under whatever load the machine had)
+are shown beside it as a check.
+
+The section between this script's markers in docs/BENCHMARKS.md is replaced (``--no-docs``: print only).
+Held-out presets are never used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from docs_section import publish_section  # noqa: E402
+from explanations import cli, run, shown  # noqa: E402
+
+from features.extract import ExtractConfig, plan_store  # noqa: E402
+from features.extractors import AudioConfig  # noqa: E402
+
+log = logging.getLogger("bench.audio_extractors")
+
+#: preset -> (clips, seed) of the benchmark's datasets (split 0.5/0.2/0.3); never a held-out preset.
+PRESETS: dict[str, tuple[int, int]] = {"easy": (200, 0), "hard": (300, 0)}
+SPLIT_FRACTIONS = "0.5,0.2,0.3"
+AUDIO = ("logmel", "soundnet", "aisfx")
+
+
+@dataclass
+class Cell:
+    """One (preset, audio extractor): its store, commands and reports (seed -> report.json)."""
+
+    preset: str
+    audio: str
+    store: Path | None = None
+    commands: list[str] = field(default_factory=list)
+    reports: dict[int, dict[str, Any]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def dataset_dir(preset: str, work: Path, given: dict[str, Path]) -> tuple[Path, str | None]:
+    """The preset's dataset folder and the build command (None when it was already there)."""
+    ds = given.get(preset, work / "data" / preset)
+    clips, seed = PRESETS[preset]
+    cmd = [*cli(), "dataset", "build", "synthetic", "--preset", preset, "--clips", str(clips), "--seed", str(seed),
+           "--split-fractions", SPLIT_FRACTIONS, "--out", str(ds)]
+    if (ds / "manifest.parquet").is_file():
+        return ds, None
+    run(cmd)
+    return ds, shown(cmd)
+
+
+def store_dir(ds: Path, audio: str, work: Path, roots: list[Path]) -> tuple[Path, str]:
+    """The store of ``extract-features DS --audio AUDIO``: found complete under ``roots``, else extracted."""
+    cmd = [*cli(), "extract-features", str(ds), "--audio", audio, "--out", str(work / "features")]
+    for root in roots:
+        plan = plan_store(ExtractConfig(dataset_dir=ds, out_root=root, audio=AudioConfig(name=audio)))
+        if plan.complete:
+            return plan.store_dir, shown(cmd)
+    run(cmd)
+    plan = plan_store(ExtractConfig(dataset_dir=ds, out_root=work / "features", audio=AudioConfig(name=audio)))
+    if not plan.complete:
+        raise RuntimeError(f"extract-features left {plan.store_dir} incomplete")
+    return plan.store_dir, shown(cmd)
+
+
+def train_and_evaluate(cell: Cell, work: Path, seed: int) -> None:
+    """``wherewhen train`` (CLI defaults, ``--seed`` unless 0) then ``wherewhen evaluate`` for one seed."""
+    tag = f"{cell.preset}-{cell.audio}" + (f"-seed{seed}" if seed else "")
+    run_dir, rep_dir = work / "runs" / tag, work / "reports" / tag
+    train = [*cli(), "train", str(cell.store), "--model", "stan", "--out", str(run_dir)]
+    evaluate = [*cli(), "evaluate", str(run_dir), "--store", str(cell.store), "--out", str(rep_dir)]
+    if seed:
+        train += ["--seed", str(seed)]
+        evaluate += ["--explainers", "attention"]
+    cell.timings[f"train seed {seed}"] = run(train)
+    report, weights = rep_dir / "report.json", run_dir / "model.safetensors"
+    if not report.is_file() or report.stat().st_mtime < weights.stat().st_mtime:
+        cell.timings[f"evaluate seed {seed}"] = run(evaluate)
+    if seed == 0:
+        cell.commands += [shown(train), shown(evaluate)]
+    cell.reports[seed] = json.loads(report.read_text(encoding="utf-8"))
+
+
+def figures(report: dict[str, Any]) -> dict[str, float | None]:
+    """Accuracy, α pointing (attention explainer), β^a temporal pointing, and the centre baseline's pointing."""
+    scores = report.get("scores", {})
+    att, centre = scores.get("attention", {}), scores.get("centre", {})
+    return {"accuracy": report.get("accuracy"), "pointing": att.get("pointing"),
+            "temporal": att.get("temporal_pointing"), "centre": centre.get("pointing"),
+            "clips": report.get("clips")}
+
+
+def decoded_clips(ds: Path, n: int) -> list[Any]:
+    """The first ``n`` clips of ``ds``'s manifest, decoded with the default segmentation (as the stores were)."""
+    import pandas as pd
+
+    from pipelines.media import ClipDecoder
+    from pipelines.segments import SegmentSpec
+
+    manifest = pd.read_parquet(ds / "manifest.parquet").head(n)
+    with ClipDecoder() as decoder:
+        return [decoder.decode(ds / rel, SegmentSpec()) for rel in manifest["relpath"]]
+
+
+def _fastest(fn: Any, repeats: int) -> tuple[float, float]:
+    """(CPU s, wall s) of the fastest of ``repeats`` calls of ``fn`` (by CPU time), after one warm-up call."""
+    fn()
+    best = (float("inf"), float("inf"))
+    for _ in range(repeats):
+        c0, w0 = time.process_time(), time.perf_counter()
+        fn()
+        best = min(best, (time.process_time() - c0, time.perf_counter() - w0))
+    return best
+
+
+def measure_costs(ds: Path, n: int, threads: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Per-clip CPU and wall seconds of the visual CNN and of each audio extractor on the same ``n`` clips."""
+    import numpy as np
+    import torch
+
+    from features.extractors import VisualConfig, build_audio, build_visual
+    from features.plan import default_batch_size
+
+    torch.set_num_threads(threads)
+    clips = decoded_clips(ds, n)
+    frames = np.concatenate([c.frames[np.asarray(c.segment_mask, bool)].reshape(-1, *c.frames.shape[-3:])
+                             for c in clips])
+    audio = [torch.from_numpy(np.ascontiguousarray(c.audio[np.asarray(c.segment_mask, bool)])) for c in clips]
+    batch = default_batch_size("cpu")
+    out: dict[str, dict[str, float]] = {}
+
+    t = time.perf_counter()
+    visual = build_visual(VisualConfig())
+    load = time.perf_counter() - t
+    frames_t = torch.from_numpy(frames)
+
+    def run_visual() -> None:
+        for i in range(0, len(frames_t), batch):
+            visual(frames_t[i:i + batch])
+
+    cpu, wall = _fastest(run_visual, repeats)
+    out[f"visual:{visual.name}"] = {"cpu": cpu / n, "wall": wall / n, "load_s": load}
+    for name in AUDIO:
+        t = time.perf_counter()
+        extractor = build_audio(AudioConfig(name=name))
+        load = time.perf_counter() - t
+
+        def run_audio(extractor: Any = extractor) -> None:
+            for a in audio:
+                extractor(a)
+
+        cpu, wall = _fastest(run_audio, repeats)
+        out[name] = {"cpu": cpu / n, "wall": wall / n, "load_s": load}
+    return out
+
+
+def store_ratio(store: Path | None) -> float | None:
+    """``shards_audio_s / shards_visual_s`` from a store's card (extract-features' own timings)."""
+    if store is None or not (store / "store.json").is_file():
+        return None
+    timings = json.loads((store / "store.json").read_text(encoding="utf-8")).get("timings") or {}
+    a, v = timings.get("shards_audio_s"), timings.get("shards_visual_s")
+    return a / v if a is not None and v else None
+
+
+def fmt(v: float | None, digits: int = 3) -> str:
+    """A table entry: ``digits`` decimals, n/a for missing."""
+    return "n/a" if v is None or v != v else f"{v:.{digits}f}"
+
+
+def spread(values: list[float]) -> str:
+    """``mean ± sd`` of seeds' figures (sd only with two or more)."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return fmt(vals[0])
+    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
+
+
+def section(cells: list[Cell], costs: dict[str, dict[str, float]], builds: dict[str, str | None],
+            cost_ds: str, args: argparse.Namespace, seconds: float) -> str:
+    """The markdown section: per-preset figures, the cost table, the commands."""
+    seeds = sorted({s for c in cells for s in c.reports})
+    lines = [
+        "## Audio extractor: logmel vs SoundNet vs aiSFX under STAN (`bench/audio_extractors.py`)",
+        "",
+        f"Command: `python bench/audio_extractors.py --work WORK --cost-clips {args.cost_clips} "
+        f"--seeds {','.join(map(str, seeds))}` — machine: {platform.machine()}, {os.cpu_count()} cores shared "
+        f"with other jobs (load average {os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}. "
+        "Every store, run and report comes from the CLI a user types (`wherewhen extract-features DS --audio A`, "
+        "`wherewhen train STORE --model stan`, `wherewhen evaluate`), all other options the defaults. "
+        "Seed 0 is the CLI default (its report is the default evaluation); the other seeds are `--seed s` runs, "
+        "evaluated with `--explainers attention`, to show the spread. α pointing is the `attention` explainer's "
+        "pointing game, β^a the temporal pointing; the centre baseline's pointing is given for scale.",
+        "",
+    ]
+    for preset in PRESETS:
+        rows = [c for c in cells if c.preset == preset and c.reports]
+        if not rows:
+            continue
+        first = figures(rows[0].reports[min(rows[0].reports)])
+        lines += [f"### `{preset}` (test split, {first['clips']} clips)", "",
+                  f"| audio | accuracy (seed 0) | α pointing (seed 0) | β^a temporal (seed 0) | centre pointing | "
+                  f"accuracy, seeds {','.join(map(str, seeds))} | α pointing, seeds {','.join(map(str, seeds))} | store |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for c in rows:
+            f0 = figures(c.reports.get(0, {}))
+            per_seed = [figures(r) for _, r in sorted(c.reports.items())]
+            lines.append(f"| {c.audio} | {fmt(f0['accuracy'])} | {fmt(f0['pointing'])} | {fmt(f0['temporal'])} | "
+                         f"{fmt(f0['centre'])} | {spread([f['accuracy'] for f in per_seed])} | "
+                         f"{spread([f['pointing'] for f in per_seed])} | `{c.store.name if c.store else '?'}` |")
+        lines.append("")
+    visual = next((k for k in costs if k.startswith("visual:")), None)
+    if visual:
+        v = costs[visual]
+        lines += [f"### Cost per clip ({args.cost_clips} clips of `{cost_ds}`, 10 segments each, "
+                  f"{args.threads} torch thread, fastest of {args.repeats} passes)", "",
+                  "| extractor | CPU s per clip | wall s per clip | × visual CNN (CPU) | model load s | "
+                  "× visual in extract-features' timings (easy / hard stores) |",
+                  "| --- | ---: | ---: | ---: | ---: | --- |",
+                  f"| {visual.split(':')[1]} (visual) | {v['cpu']:.4f} | {v['wall']:.4f} | 1 | {v['load_s']:.1f} | |"]
+        for name in AUDIO:
+            if name not in costs:
+                continue
+            a = costs[name]
+            from_stores = " / ".join(fmt(store_ratio(c.store)) for p in PRESETS for c in cells
+                                     if c.audio == name and c.preset == p)
+            lines.append(f"| {name} | {a['cpu']:.4f} | {a['wall']:.4f} | **{a['cpu'] / v['cpu']:.3f}** | "
+                         f"{a['load_s']:.1f} | {from_stores} |")
+        lines.append("")
+    lines.append("Commands (seed 0; the other seeds add `--seed s` to train and `--explainers attention` to evaluate):")
+    lines.append("")
+    for preset, build in builds.items():
+        if build:
+            lines.append(f"- {preset} dataset: `{build}`")
+    for c in cells:
+        for cmd in c.commands:
+            lines.append(f"- `{cmd}`")
+    lines += ["", f"Total wall time of this run: {seconds:.0f} s (stores, runs and reports already made are reused)."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, required=True, help="folder for datasets, stores, runs and reports")
+    parser.add_argument("--dataset", action="append", default=[], metavar="PRESET=DIR",
+                        help="use this dataset folder for PRESET (built there if it has no manifest)")
+    parser.add_argument("--features-root", action="append", type=Path, default=[],
+                        help="folder(s) where extract-features put stores before (searched first)")
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds (0 = the CLI default run)")
+    parser.add_argument("--cost-preset", default="hard", choices=sorted(PRESETS))
+    parser.add_argument("--cost-clips", type=int, default=20, help="clips timed for the cost table (0: skip)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads while timing")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per extractor (the fastest counts)")
+    parser.add_argument("--no-docs", action="store_true", help="print the section, leave docs/BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    given = {}
+    for item in args.dataset:
+        preset, _, path = item.partition("=")
+        if preset not in PRESETS or not path:
+            parser.error(f"--dataset wants PRESET=DIR with PRESET in {sorted(PRESETS)}, got {item!r}")
+        given[preset] = Path(path)
+    work = args.work.resolve()
+    roots = [*args.features_root, work / "features"]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    t0 = time.perf_counter()
+    cells, builds, datasets = [], {}, {}
+    for preset in PRESETS:
+        ds, builds[preset] = dataset_dir(preset, work, given)
+        datasets[preset] = ds
+        for audio in AUDIO:
+            cell = Cell(preset, audio)
+            cell.store, extract = store_dir(ds, audio, work, roots)
+            cell.commands.append(extract)
+            cells.append(cell)
+    for seed in seeds:   # every extractor's seed 0 first, so a short run already has the default comparison
+        for cell in cells:
+            train_and_evaluate(cell, work, seed)
+    costs = measure_costs(datasets[args.cost_preset], args.cost_clips, args.threads, args.repeats) \
+        if args.cost_clips else {}
+    text = section(cells, costs, builds, args.cost_preset, args, time.perf_counter() - t0)
+    publish_section(ROOT / "docs" / "BENCHMARKS.md", "bench/audio_extractors.py", text, write=not args.no_docs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
