@@ -18,8 +18,10 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a kind is computed: reading a store's card must not pay for it
+    import torch
 
 __all__ = ["COMPUTE_FILE", "ComputeKindMismatch", "compute_kind", "cpu_isa", "describe", "claim_compute_kind"]
 
@@ -32,6 +34,8 @@ class ComputeKindMismatch(RuntimeError):
 
 def compute_kind(device: torch.device) -> dict[str, str]:
     """The things that decide feature values on ``device`` in this process (JSON-serialisable)."""
+    import torch
+
     kind = {"device": device.type, "torch": torch.__version__}
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)

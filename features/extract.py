@@ -30,9 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.compute_kind import ComputeKindMismatch, describe
 from features.labels import boxes_frame
 from features.plan import ClipJob, ExtractConfig, StorePlan, compute_store_id, default_batch_size, plan_store
-from features.runner import dask_client, local_cluster_kwargs, machine_cores, run_shards
 from features.runtime import torch_threads
-from features.shard_engine import ShardResult, extract_shard
+from features.shard_result import ShardResult
 from features.store import StoreCard, check_complete, failures_frame, index_frame, write_store_files
 
 __all__ = [
@@ -42,6 +41,19 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: names this module offers from the engine and the runner, imported on first use (PEP 562) so
+#: that planning and a no-op re-run do not import torch and the CNNs.
+_LAZY = {"extract_shard": "features.shard_engine", "dask_client": "features.runner",
+         "local_cluster_kwargs": "features.runner", "machine_cores": "features.runner"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: per-shard timings summed into the card's ``shards_<name>`` entries
 _SHARD_STAGES = ("models_s", "decode_s", "decode_wait_s", "visual_s", "audio_s", "assemble_s", "write_s")
@@ -147,6 +159,8 @@ def extract_features(cfg: ExtractConfig, client: Any = None, progress: bool = Tr
     timings: dict[str, float] = {}
     t_extract = time.perf_counter()
     # shard tasks may run in this process's threads; either way it gets its torch thread count back
+    from features.runner import run_shards  # the engine (torch, the CNNs) only when there is work
+
     with torch_threads(plan.torch_threads):
         ran = run_shards(plan, pending, client=client, progress=progress, timings=timings)
     timings["extract_wall_s"] = time.perf_counter() - t_extract

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.extractors import AudioConfig, VisualConfig, weights_identity
@@ -59,6 +59,10 @@ def _with_preset(given: dict[str, Any]) -> dict[str, Any]:
         mine = given.get(key)
         out[key] = {**value, **mine} if isinstance(mine, dict) else value if mine is None else mine
     return out
+
+
+#: the devices an extraction runs on ("auto": CUDA when available, else the CPU).
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 class ExtractConfig(BaseModel):
@@ -115,11 +119,8 @@ class ExtractConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v != "auto":
-            try:
-                torch.device(v)
-            except (RuntimeError, ValueError) as exc:
-                raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}") from exc
+        if not _DEVICE.fullmatch(v):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
         return v
 
 
@@ -185,7 +186,8 @@ class StorePlan(BaseModel):
 
 def default_batch_size(device: str) -> int:
     """The batch size used when :attr:`ExtractConfig.batch_size` is None, for ``device``."""
-    return CUDA_BATCH_SIZE if resolve_device(device).type == "cuda" else CPU_BATCH_SIZE
+    kind = resolve_device(device).type if device == "auto" else device.split(":")[0]
+    return CUDA_BATCH_SIZE if kind == "cuda" else CPU_BATCH_SIZE
 
 
 def compute_store_id(fingerprint: str, cfg: ExtractConfig, visual_sha: str | None, audio_sha: str | None) -> str:

@@ -35,6 +35,7 @@ from features.malloc import restore_malloc_thresholds
 from features.plan import ClipJob, StorePlan
 from features.runtime import resolve_device
 from features.shard_claim import shard_claim
+from features.shard_result import ShardResult
 from features.store import FeatureBatch, ShardData, clip_sha256, read_shard_meta, write_shard
 from features.weights import WeightsError
 from pipelines.media import ClipDecoder, DecodedClip, MediaError
@@ -43,27 +44,6 @@ from pipelines.segments import SegmentSpec
 __all__ = ["ShardResult", "extract_shard", "close_decoder"]
 
 log = logging.getLogger(__name__)
-
-
-class ShardResult(BaseModel):
-    """What one shard task returns (small: index rows and failures, never tensors)."""
-
-    model_config = ConfigDict(extra="forbid")
-    shard: int
-    path: str
-    skipped: bool = False
-    rows: list[dict[str, Any]] = Field(default_factory=list)
-    failures: list[dict[str, str]] = Field(default_factory=list)
-    timings: dict[str, float] = Field(default_factory=dict)
-    visual_card: dict[str, Any] = Field(default_factory=dict)
-    audio_card: dict[str, Any] = Field(default_factory=dict)
-    device: str = ""
-    compute: dict[str, str] = Field(default_factory=dict)  # features.compute_kind.compute_kind()
-
-    @classmethod
-    def from_file(cls, path: Path) -> "ShardResult":
-        """The result a complete shard file records, marked skipped (nothing was extracted now)."""
-        return cls(**{**read_shard_meta(path)["result"], "skipped": True})
 
 
 class _Clip:
