@@ -60,17 +60,13 @@ def test_feature_space_step_peaks_on_the_region_the_head_reads():
     assert np.argmax(exp.temporal[0]) == T0
 
 
-class AudioDominatedHead(nn.Module):
-    """Hears the class (class 0 whatever the frames show) and sees it in one interior cell of segment T0.
+class AudioDominatedHead(OneRegionHead):
+    """Hears the class (class 0 whatever the frames show) and sees it in one interior cell of segment T0
+    (the pattern's weights as :class:`OneRegionHead`'s).
 
     The final logits are the audio's: hiding any part of the frames leaves p(target) where it was, so a
     preservation game on them has nothing to find. The visual-evidence logits read cell (T0, 3, 3) only.
     """
-
-    def __init__(self, pattern: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("w", torch.stack([pattern, -pattern], dim=1) * 4.0)
-        self.register_buffer("b", torch.tensor([-4.0, 0.0]))
 
     def forward(self, visual, audio, segment_mask):
         b, t, h, w, _ = visual.shape
