@@ -56,12 +56,20 @@ class DecodedClip:
         return self.frames[:, self.frames.shape[1] // 2]
 
 
+#: extra seconds a probe or decode may take per MB of the file: decord decodes the whole audio
+#: track on open (a 20-min 360p video, ~65 MB: 4.6 s of audio decoding on 2 cores) -> 0.5 s/MB
+#: leaves ~7x headroom on a slow or loaded machine.
+SECONDS_PER_MB = 0.5
+
+
 class ClipDecoder:
     """A long-lived decord child process for probing and decoding many clips.
 
     Not thread-safe: use one ClipDecoder per thread. Use as a context manager or call
-    :meth:`close`. Each call waits at most ``timeout_s`` seconds; then the child is killed,
-    :class:`MediaError` (``timeout``) is raised and the next call starts a new child.
+    :meth:`close`. A call waits at most ``timeout_s`` seconds plus ``seconds_per_mb`` for
+    each MB of the file (decord decodes a file's whole audio track when it opens it, so a long
+    good video takes longer than a short one); then the child is killed, :class:`MediaError`
+    (``timeout``) is raised and the next call starts a new child.
 
     The child is a fresh interpreter (``python -m pipelines.media.child``, started with
     :class:`subprocess.Popen`: spawn semantics, nothing forked from a parent holding torch
@@ -73,12 +81,14 @@ class ClipDecoder:
     in the middle of a decode.
 
     Args:
-        timeout_s: seconds one probe or decode may take.
+        timeout_s: seconds one probe or decode of a small file may take (grown with the file's size).
         num_threads: decord decoding threads inside the child.
+        seconds_per_mb: what the limit grows by per MB of the file.
     """
 
-    def __init__(self, timeout_s: float = 60.0, num_threads: int = 1) -> None:
+    def __init__(self, timeout_s: float = 60.0, num_threads: int = 1, seconds_per_mb: float = SECONDS_PER_MB) -> None:
         self.timeout_s = float(timeout_s)
+        self.seconds_per_mb = float(seconds_per_mb)
         self.num_threads = int(num_threads)
         self._proc: subprocess.Popen[bytes] | None = None
         self._tx: Connection | None = None
@@ -173,14 +183,23 @@ class ClipDecoder:
             pass
 
     # calls ----------------------------------------------------------------------------------
+    def timeout_for(self, path: Path) -> float:
+        """Seconds a call on ``path`` may take: ``timeout_s`` plus ``seconds_per_mb`` per MB of the file."""
+        try:
+            size_mb = path.stat().st_size / 1e6
+        except OSError:
+            size_mb = 0.0
+        return self.timeout_s + self.seconds_per_mb * size_mb
+
     def _recv(self, path: Path, what: str) -> tuple[str, Any]:
         """The child's next message; kills the child and raises MediaError on timeout or death."""
         assert self._conn is not None
-        if not self._conn.poll(self.timeout_s):
-            log.warning("%s: %s timed out after %.1f s; killing the decoder process", path, what, self.timeout_s)
+        timeout_s = self.timeout_for(path)
+        if not self._conn.poll(timeout_s):
+            log.warning("%s: %s timed out after %.1f s; killing the decoder process", path, what, timeout_s)
             self._kill()
             self.restarts += 1
-            raise explain(path, "timeout", timeout_s=self.timeout_s)
+            raise explain(path, "timeout", timeout_s=timeout_s)
         try:
             return self._conn.recv()
         except (EOFError, OSError, ConnectionError) as exc:
@@ -214,8 +233,8 @@ class ClipDecoder:
     def probe(self, path: str | os.PathLike[str], audio_rate: int = 16000) -> MediaInfo:
         """Open ``path`` with decord and return its :class:`MediaInfo`.
 
-        Decodes the first and the last frame (a truncated stream fails there) and the whole
-        audio track resampled to ``audio_rate`` Hz. Raises :class:`MediaError` on any failure.
+        Decodes the first and the last frame (a truncated stream fails there) and the first
+        seconds of the audio track (:data:`pipelines.media.child.PROBE_AUDIO_S`). Raises :class:`MediaError` on any failure.
         """
         path = Path(path)
         return MediaInfo(**self._call(PROBE, path, int(audio_rate)))

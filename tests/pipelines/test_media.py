@@ -90,7 +90,7 @@ def test_missing_file(tmp_path) -> None:
 
 def test_timeout_kills_and_restarts_child(media_files, tmp_path) -> None:
     """A decode that cannot finish in time is killed; the next call gets a fresh child."""
-    dec = ClipDecoder(timeout_s=0.001)
+    dec = ClipDecoder(timeout_s=0.001, seconds_per_mb=0.0)
     try:
         with pytest.raises(MediaError) as exc:
             dec.decode(media_files.bigbuckbunny, SegmentSpec(frame_size=32))
@@ -101,6 +101,18 @@ def test_timeout_kills_and_restarts_child(media_files, tmp_path) -> None:
         assert clip.segment_mask.sum() == 5
     finally:
         dec.close()
+
+
+def test_the_time_limit_grows_with_the_file(tmp_path) -> None:
+    """decord decodes a file's whole audio track: a long good video must not be called damaged."""
+    small, big = tmp_path / "small.mp4", tmp_path / "big.mp4"
+    small.write_bytes(b"\0" * 1000)
+    with big.open("wb") as f:
+        f.truncate(65_000_000)  # a 20-min 360p video's size
+    dec = ClipDecoder(timeout_s=60)
+    assert dec.timeout_for(small) == pytest.approx(60.0, abs=0.01)
+    assert dec.timeout_for(big) == pytest.approx(60.0 + 65 * 0.5)
+    assert dec.timeout_for(tmp_path / "missing.mp4") == 60.0
 
 
 def test_crashed_child_is_reported_and_replaced(media_files) -> None:
