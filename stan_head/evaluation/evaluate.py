@@ -65,6 +65,8 @@ METRIC_DIRECTIONS: dict[str, bool] = {
 }
 
 
+#: the explainers that read the head's own attention (left out for heads without any).
+ATTENTION_EXPLAINERS = ("attention", "attention_v")
 #: What an evaluation scores unless told otherwise: the explainers that take seconds, not minutes.
 #: STEP is on request (``explainers=(..., "step")``): minutes per clip on a CPU.
 FAST_EXPLAINERS: tuple[str, ...] = ("attention", "attention_v", "gradcam")
@@ -250,6 +252,12 @@ def _evaluate(cfg: EvaluateConfig, stack: contextlib.ExitStack) -> EvaluationSum
         featurizer = ClipFeaturizer.from_card(store.card, device=device)
 
     names = list(dict.fromkeys([*cfg.explainers, *BASELINES]))
+    if not head.attends:
+        own = [name for name in names if name in ATTENTION_EXPLAINERS]
+        if own:
+            logger.info("%s has no attention of its own (uniform α and β): %s left out", run.card.head.model,
+                        ", ".join(own))
+            names = [name for name in names if name not in ATTENTION_EXPLAINERS]
     step_n = n if cfg.step_max_clips is None else min(n, cfg.step_max_clips)
     boxes = _boxes(store, clips.clip_id)
     reference = NeutralReference.from_store(store, "train").to(device)

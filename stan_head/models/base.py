@@ -79,9 +79,13 @@ class Head(nn.Module):
 
     visual: float (B, T, H, W, Cv); audio: float (B, T, Ca); segment_mask: bool (B, T), True
     where the segment lies inside the clip (padded segments trail the valid ones).
+
+    ``attends`` says whether the head has attention of its own (α, β): a head without it returns
+    uniform maps, which are no explanation, and ``evaluate`` leaves its attention explainers out.
     """
 
     config: HeadSizes
+    attends: bool = True
 
     def __init__(self, config: HeadSizes) -> None:
         super().__init__()

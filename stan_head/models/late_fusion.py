@@ -16,6 +16,8 @@ from stan_head.models.base import Head, HeadOutput, HeadSizes, masked_mean, mlp,
 class LateFusion(Head):
     """Mean-pool, project, concatenate, classify."""
 
+    attends = False  # α and β are uniform: nothing to explain with
+
     def __init__(self, config: HeadSizes) -> None:
         super().__init__(config)
         d = config.d_model

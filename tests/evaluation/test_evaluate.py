@@ -66,19 +66,21 @@ def test_evaluate_run_writes_a_complete_report(evaluation_run, tmp_path):
 @pytest.mark.slow
 def test_evaluate_run_on_a_head_without_visual_evidence(evaluation_run, tmp_path):
     """Late fusion has no visual-evidence logits: that test is n/a (said, not scored), STEP preserves the
-    final logits with the audio at the neutral reference, and every other test is checked as usual."""
+    final logits with the audio at the neutral reference, and every other test is checked as usual.
+    It has no attention either: its uniform α is no explanation, so the attention explainers are left out."""
     from stan_head.train import TrainConfig, train_head
 
     store_dir, _ = evaluation_run
     run = train_head(TrainConfig(store=store_dir, out=tmp_path / "lf", model="late_fusion", epochs=2, batch_size=8,
                                  device="cpu", progress=False, train_split="train", val_split="train", test_split="test"))
     cfg = EvaluateConfig(run=run.run_dir, store=store_dir, out=tmp_path / "report", split="train", max_clips=3,
-                         device="cpu", explainers=("attention", "step"), step_iterations=5, step_max_clips=1,
+                         device="cpu", explainers=("attention", "gradcam", "step"), step_iterations=5, step_max_clips=1,
                          overlays=0, deletion_steps=2)
     report = json.loads(evaluate_run(cfg).report_json.read_text())
+    assert report["explainers"] == ["gradcam", "step", "random", "centre"]
     checks = report["perturbation"]
     assert checks["visual_evidence"]["available"] is False and "visual_logits" in checks["visual_evidence"]["note"]
-    assert "visual_evidence" not in report["scores"]["attention"]["curves"]
+    assert "visual_evidence" not in report["scores"]["gradcam"]["curves"]
     assert checks["visual_neutral_audio"]["available"] and checks["audio_segments"]["available"]
     assert report["scores"]["step"]["clips"] == 1
     md = (tmp_path / "report" / "report.md").read_text()
