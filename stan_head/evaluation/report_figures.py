@@ -77,6 +77,12 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def explainer_label(report: "EvaluationReport", name: str) -> str:
+    """The explainer's name, with its clip count when it saw fewer clips than the report (STEP's cap)."""
+    clips = report.scores[name].clips
+    return name if clips >= report.clips else f"{name} ({clips} clips)"
+
+
 # pointing ------------------------------------------------------------------------------------
 def build_pointing_figure(report: "EvaluationReport") -> Figure:
     """Bars of the pointing game and of temporal pointing per explainer; "n/a" where a metric is None."""
@@ -100,7 +106,7 @@ def build_pointing_figure(report: "EvaluationReport") -> Figure:
                 ax.annotate("n/a", (cx, 0.02), ha="center", va="bottom", fontsize=SMALL_PT, color="0.35", rotation=90)
             else:
                 ax.annotate(f"{v:.2f}", (cx, v), ha="center", va="bottom", fontsize=SMALL_PT)
-    ax.set_xticks(x, names, rotation=20, ha="right", fontsize=FONT_PT)
+    ax.set_xticks(x, [explainer_label(report, n) for n in names], rotation=20, ha="right", fontsize=FONT_PT)
     ax.tick_params(axis="y", labelsize=SMALL_PT)
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("fraction of hits", fontsize=FONT_PT)
@@ -178,13 +184,19 @@ def build_curves_figure(report: "EvaluationReport") -> Figure:
                 continue
             ax.grid(alpha=0.3)
             ax.axhline(chance, color="0.5", linestyle=":", linewidth=1.0, label=f"chance (1/{len(report.classes)})")
+            drawn: dict[str, list[float]] = {}
             for name in report.explainers:
                 c = report.scores[name].curves.get(test)
                 if c is None:
                     continue
                 auc = report.scores[name].auc.get(f"{kind}_{test}")
-                ax.plot(c["fractions"], c[kind], "--" if name in BASELINE_NAMES else "-", color=colours[name],
-                        linewidth=1.6, label=f"{name} ({_fmt(auc)})")
+                label = f"{explainer_label(report, name)} ({_fmt(auc)})"
+                # attention and attention_v share α: the second curve would hide the first, so say so
+                same = next((other for other, ys in drawn.items() if np.allclose(ys, c[kind])), None)
+                style = ":" if same else ("--" if name in BASELINE_NAMES else "-")
+                ax.plot(c["fractions"], c[kind], style, color=colours[name], linewidth=1.6,
+                        label=f"{label} = {same}" if same else label)
+                drawn[name] = c[kind]
             # below the axes: on top of them a legend hides the curves it ranks
             ax.legend(fontsize=SMALL_PT, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False,
                       title="explainer (AUC)", title_fontsize=SMALL_PT)
