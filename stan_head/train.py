@@ -57,30 +57,32 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    store: Path
-    out: Path
-    model: HeadName = "stan"
+    store: Path = Field(description="a feature-store folder (or features/<dataset> holding one), or an AVE feature folder")
+    out: Path = Field(description="the run folder: checkpoint, run.json, metrics.jsonl")
+    model: HeadName = Field("stan", description="the head: stan, or a baseline (late_fusion, ave_att)")
     head: HeadOptions = HeadOptions()
-    seed: int = 0
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    warmup_epochs: float = Field(1.0, ge=0)
-    min_lr_ratio: float = Field(0.01, ge=0, le=1)
-    grad_clip: float | None = Field(1.0, gt=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    visual_loss_weight: float = Field(1.0, ge=0)
-    segment_loss_weight: float = Field(0.0, ge=0)
-    attention_entropy_weight: float = Field(0.0, ge=0)
+    seed: int = Field(0, description="seeds initialisation, shuffling and dropout (same seed, same run)")
+    epochs: int = Field(30, ge=1, description="epochs of the cosine learning-rate schedule")
+    batch_size: int = Field(64, ge=1, description="clips per optimiser step")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate of AdamW")
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW's decoupled weight decay")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up before the cosine decay")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="the final learning rate as a fraction of --lr")
+    grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip; None = no clipping")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropies")
+    visual_loss_weight: float = Field(1.0, ge=0, description="weight of STAN's visual-evidence cross-entropy (trains "
+                                      "the region classifier α is built from)")
+    segment_loss_weight: float = Field(0.0, ge=0, description="weight of the per-segment event/background "
+                                       "cross-entropy (needs --head-segment-head)")
+    attention_entropy_weight: float = Field(0.0, ge=0, description="weight of α's mean entropy (sharpens α)")
     patience: int = Field(8, ge=0, description="epochs without a better val accuracy before stopping; 0 = never")
-    train_split: str = "train"
-    val_split: str = "val"
-    test_split: str = "test"
-    device: str = "auto"
+    train_split: str = Field("train", description="split the head learns from")
+    val_split: str = Field("val", description="split that picks the best epoch and stops early")
+    test_split: str = Field("test", description="split scored once at the end")
+    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads during training; None = leave as is")
-    resume: bool = True
-    progress: bool = True
+    resume: bool = Field(True, description="continue a run folder with the same configuration")
+    progress: bool = Field(True, description="show a progress bar")
 
     @model_validator(mode="after")
     def _segment_loss_needs_segment_head(self) -> "TrainConfig":

@@ -30,14 +30,16 @@ class HeadOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    d_model: int = Field(64, ge=1)
-    attn_dim: int = Field(32, ge=1)
-    hidden_dim: int = Field(128, ge=1)
-    lstm_hidden: int = Field(64, ge=1)
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    segment_head: bool = False
-    attention_temperature: float = Field(0.25, gt=0.0)
-    attention_neighbourhood: float = Field(0.5, ge=0.0, le=1.0)
+    d_model: int = Field(64, ge=1, description="width both modalities are projected to")
+    attn_dim: int = Field(32, ge=1, description="hidden width of the additive (tanh) attention scorers")
+    hidden_dim: int = Field(128, ge=1, description="classifier MLP width (late fusion, ave_att, segment classifiers)")
+    lstm_hidden: int = Field(64, ge=1, description="per-direction BiLSTM width of ave_att")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout on the projected features")
+    segment_head: bool = Field(False, description="add a per-segment classifier with a background class (K + 1 outputs)")
+    attention_temperature: float = Field(0.25, gt=0.0, description="STAN: τ dividing the audio-visual agreement "
+                                         "before α's softmax over cells (smaller = sharper)")
+    attention_neighbourhood: float = Field(0.5, ge=0.0, le=1.0, description="STAN: weight c of a cell's edge "
+                                           "neighbours (c² the corners) when pooling the agreement; 0 = no pooling")
 
 
 class HeadSizes(HeadOptions):
