@@ -18,14 +18,13 @@ import os
 import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 from pipelines.archive_plan import ArchiveMember, ArchivePlan, PlannedStep, UnsafeArchiveError
-from pipelines.atomic import atomic_path
+from pipelines.atomic import atomic_path, remove_stale_temps, temp_name
 
 __all__ = ["extract_archive", "UnsafeArchiveError"]
 
@@ -80,7 +79,8 @@ def _plan(members: list[ArchiveMember], plan: ArchivePlan) -> list[PlannedStep]:
 
 def _symlink_into_place(target: str, where: Path) -> None:
     """Create the link under a temporary name and rename it onto ``where`` (replacing a stale entry)."""
-    tmp = Path(tempfile.mktemp(prefix=f".{where.name}.", suffix=".lnk", dir=where.parent))  # noqa: S306 - symlink() fails on an existing name
+    remove_stale_temps(where.parent)
+    tmp = temp_name(where, ".lnk")  # a name, not a file: symlink() fails on an existing name
     os.symlink(target, tmp)
     try:
         os.replace(tmp, where)

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -26,7 +27,8 @@ from pathlib import Path
 
 from pipelines.lifetime import process_start_time
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "remove_stale_temps", "is_temp_name"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "remove_stale_temps", "is_temp_name",
+           "temp_name"]
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +54,20 @@ def is_temp_name(name: str) -> bool:
     return _TEMP_RE.match(name) is not None
 
 
+def temp_name(dest: Path, suffix: str = "") -> Path:
+    """A fresh temporary name beside ``dest`` in :func:`atomic_path`'s pattern, for writers that cannot
+    create the file first (a symlink): its leftovers are swept by :func:`remove_stale_temps` like any other."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789_"
+    rnd = "".join(secrets.choice(alphabet) for _ in range(8))
+    return dest.parent / f".{dest.name}.~{os.getpid()}-{_node()}.{rnd}{suffix}"
+
+
 def _stale(path: Path, pid: int) -> bool:
     started = process_start_time(pid)
     if started is None:
         return True
     try:
-        return started > path.stat().st_mtime + _PID_REUSE_MARGIN_S
+        return started > path.lstat().st_mtime + _PID_REUSE_MARGIN_S  # lstat: a temp may be a dangling link
     except FileNotFoundError:
         return False
 

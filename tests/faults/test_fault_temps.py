@@ -107,3 +107,28 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
         tmp.write_text("new")
         raise RuntimeError("boom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"] and (tmp_path / "f.txt").read_text() == "old"
+
+
+def test_a_killed_archive_writers_link_temp_is_swept_too(tmp_path: Path) -> None:
+    """An archive's symlink is made under a temp name (symlink() cannot write onto a name) in the same
+    writer-tagged pattern: a writer killed between symlink() and the rename leaves a dangling link,
+    and the next write in that folder removes it."""
+    script = textwrap.dedent(f"""
+        import os, time
+        from pathlib import Path
+        from pipelines.atomic import temp_name
+        tmp = temp_name(Path({str(tmp_path)!r}) / "link", ".lnk")
+        os.symlink("missing-target", tmp)
+        print(tmp, flush=True)
+        time.sleep(300)
+        """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    left = Path(proc.stdout.readline().strip())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert left.is_symlink() and not left.exists() and is_temp_name(left.name)
+    atomic_write_text(tmp_path / "other.txt", "x")
+    assert not left.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.txt"]
