@@ -97,7 +97,8 @@ def pointing_game(
     """Pointing game over (clip, segment) pairs that have a box.
 
     A pair is a hit when the argmax of the upsampled map lies inside one of the pair's
-    boxes grown by ``tolerance`` on every side. Accuracy is the hit rate per class (the
+    boxes grown by ``tolerance`` on every side. A flat map (every cell equal: a head without
+    spatial attention) points nowhere and is a miss, not a tie won by the first cell. Accuracy is the hit rate per class (the
     clip's ``labels``), then averaged over the classes that have at least one pair.
 
     Args:
@@ -125,13 +126,16 @@ def pointing_game(
 
     pairs, inverse = np.unique(np.stack([box_rows, box_segments], axis=1), axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    points = argmax_point(spatial[pairs[:, 0], pairs[:, 1]], centres)
+    maps = spatial[pairs[:, 0], pairs[:, 1]]
+    points = argmax_point(maps, centres)
+    flat = (maps.max(axis=(1, 2)) == maps.min(axis=(1, 2)))[inverse]  # points nowhere: a miss, not a tie
     px, py = points[inverse, 0], points[inverse, 1]
     inside = (
         (px >= boxes[:, 0] - tolerance)
         & (px <= boxes[:, 2] + tolerance)
         & (py >= boxes[:, 1] - tolerance)
         & (py <= boxes[:, 3] + tolerance)
+        & ~flat
     )
     hits = np.zeros(len(pairs), dtype=bool)
     np.logical_or.at(hits, inverse, inside)
@@ -170,7 +174,8 @@ def temporal_localisation(
     """Temporal pointing and ROC-AUC of a "when" map against the event segments.
 
     Only clips whose valid segments contain both event and background are scored (a clip
-    that is all event, or all background, says nothing about *when*). Padded segments
+    that is all event, or all background, says nothing about *when*). A map equal on every valid
+    segment points nowhere: a miss (its ROC-AUC is 0.5). Padded segments
     (``segment_mask`` False) are ignored.
 
     Args:
@@ -194,7 +199,8 @@ def temporal_localisation(
         if e.all() or not e.any():
             continue
         scores = temporal[i][v]
-        hit[i] = float(e[int(np.argmax(scores))])
+        # a flat map (a head without temporal attention) points nowhere: a miss, not the first segment
+        hit[i] = 0.0 if scores.max() == scores.min() else float(e[int(np.argmax(scores))])
         auc[i] = float(roc_auc_score(e.astype(int), scores))
     scored = int(np.isfinite(hit).sum())
     pointing = float(np.nanmean(hit)) if scored else float("nan")

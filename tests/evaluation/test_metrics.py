@@ -122,3 +122,16 @@ def test_pointing_game_uses_the_extractors_cell_centres():
     centres = GridGeometry.from_card({"input_size": 224, "grid": PADDED_STRIDE32}, (7, 7, 1)).centres()
     real = pointing_game(spatial, np.array([0]), np.array([0]), np.array([0]), box, centres=centres)
     assert naive.accuracy == 0.0 and real.accuracy == 1.0
+
+
+def test_a_flat_map_points_nowhere():
+    """A head without attention returns uniform maps: no peak, so a miss (argmax's tie would go to the
+    first cell / segment and score whenever the box or the event sits there)."""
+    boxes = np.array([[0.0, 0.0, 0.3, 0.3]])  # the top-left cell, where argmax breaks the tie
+    flat = np.full((1, 1, 4, 4), 1.0 / 16)
+    assert pointing_game(flat, np.array([0]), [0], [0], boxes).accuracy == 0.0
+    peaked = _one_hot_maps(1, 1, 4, 4, {(0, 0): (0, 0)})
+    assert pointing_game(peaked, np.array([0]), [0], [0], boxes).accuracy == 1.0
+    bg = 3
+    res = temporal_localisation(np.full((1, 4), 0.25), np.array([[1, 1, bg, bg]]), np.ones((1, 4), bool), background=bg)
+    assert res.scored == 1 and res.pointing == 0.0 and res.roc_auc == pytest.approx(0.5)
