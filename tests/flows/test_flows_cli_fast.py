@@ -28,19 +28,25 @@ def commands(group, prefix=()):
         out += commands(cmd, prefix + (name,)) if isinstance(cmd, click.Group) else [prefix + (name,)]
     return out
 
-runs = [[*c, "--help"] for c in commands(main)] + [["dataset", "info", sys.argv[1]]] if sys.argv[2] == "help" else [
-    ["features", "info", sys.argv[1]]]
+if sys.argv[2] == "help":
+    runs = [[*c, "--help"] for c in commands(main)] + [["dataset", "info", sys.argv[1]]]
+elif sys.argv[2] == "features":
+    runs = [["features", "info", sys.argv[1]]]
+else:  # a no-op re-run of a complete store: dataset, out root, then the store's options
+    runs = [["extract-features", sys.argv[1], "--out", *sys.argv[3:]]]
 for args in runs:
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, (args, r.output)
+    assert sys.argv[2] != "extract" or "no-op" in r.output, r.output
 print(json.dumps(sorted(m for m in %r if m in sys.modules)))
 """ % (HEAVY,)
 
 
-def _probe(env: dict[str, str], folder: Path, what: str) -> list[str]:
-    """The heavy modules imported by ``--help`` of every command and ``dataset info folder`` (``what="help"``)
-    or by ``features info folder`` (``what="features"``)."""
-    proc = subprocess.run([sys.executable, "-c", _PROBE, str(folder), what], env=env, capture_output=True,
+def _probe(env: dict[str, str], folder: Path, what: str, *extra: str) -> list[str]:
+    """The heavy modules imported by ``--help`` of every command and ``dataset info folder`` (``what="help"``),
+    by ``features info folder`` (``what="features"``) or by a no-op ``extract-features folder --out ...``
+    (``what="extract"``, ``extra`` the out root and the store's options)."""
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(folder), what, *extra], env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -53,8 +59,6 @@ def test_help_and_dataset_info_import_no_torch_or_prefect(tiny_dataset: Path, tm
     assert _probe(env, tiny_dataset, "help") == []       # every later command reads it
 
 
-@pytest.mark.xfail(strict=True, reason="features.store.card imports COMPUTE_FILE from features.compute_kind, "
-                                       "which imports torch at its top (features/, not the command line)")
 def test_features_info_imports_no_torch(tiny_run, tmp_path: Path) -> None:
     env = dict(local_env(tmp_path / "prefect-home"), WHEREWHEN_CACHE_DIR=str(tmp_path / "cache"))
     assert _probe(env, tiny_run.store, "features") == []
@@ -99,3 +103,13 @@ def test_cache_folder_that_cannot_be_written(tmp_path: Path, monkeypatch: pytest
     blocker.write_text("")
     monkeypatch.setenv("WHEREWHEN_CACHE_DIR", str(blocker / "cache"))   # under a file: mkdir fails
     assert cached("x", lambda: [1]) == [1]
+
+
+def test_a_no_op_extract_features_imports_no_torch(tiny_run, tmp_path: Path) -> None:
+    """Planning a complete store and saying so is all a re-run does: no torch, timm, Prefect or Dask."""
+    env = dict(local_env(tmp_path / "prefect-home"), WHEREWHEN_CACHE_DIR=str(tmp_path / "cache"))
+    store_options = ("--segment-num-segments", "3", "--segment-frame-size", "64", "--shard-size", "32", "--workers", "0")
+    args = (str(tiny_run.store.parent.parent), *store_options)
+    _probe(env, tiny_run.dataset, "extract", *args)  # fills the option cache
+    heavy = _probe(env, tiny_run.dataset, "extract", *args)
+    assert [m for m in heavy if m in ("torch", "timm", "prefect", "distributed")] == []
