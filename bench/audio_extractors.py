@@ -15,7 +15,8 @@ extractor (``logmel``, ``soundnet``, ``aisfx``) it finds or makes, with the comm
    ``wherewhen evaluate RUN --store STORE --out WORK/reports/P-A`` (default explainers); for the
    seed spread, ``--seed s`` runs (``--seeds``, default 0,1,2) evaluated with ``--explainers attention``
    (α pointing is the ``attention`` explainer's pointing game, identical under both explainer lists).
-   A finished run is resumed (only its test pass reruns) and a report newer than its weights is kept.
+   A run whose report is newer than its weights is taken as it is; otherwise train (a finished run is
+   resumed: only its test pass reruns) and evaluate run.
 
 Cost (``--cost-clips`` clips of ``--cost-preset``, decoded once with the stores' segmentation): in one
 process with ``--threads`` torch threads (1, extract-features' default per shard task), the CPU seconds
@@ -72,7 +73,6 @@ class Cell:
     store: Path | None = None
     commands: list[str] = field(default_factory=list)
     reports: dict[int, dict[str, Any]] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def dataset_dir(preset: str, work: Path, given: dict[str, Path]) -> tuple[Path, str | None]:
@@ -110,10 +110,10 @@ def train_and_evaluate(cell: Cell, work: Path, seed: int) -> None:
     if seed:
         train += ["--seed", str(seed)]
         evaluate += ["--explainers", "attention"]
-    cell.timings[f"train seed {seed}"] = run(train)
     report, weights = rep_dir / "report.json", run_dir / "model.safetensors"
-    if not report.is_file() or report.stat().st_mtime < weights.stat().st_mtime:
-        cell.timings[f"evaluate seed {seed}"] = run(evaluate)
+    if not (report.is_file() and weights.is_file() and report.stat().st_mtime > weights.stat().st_mtime):
+        run(train)   # resumes a finished run (only its test pass reruns)
+        run(evaluate)
     if seed == 0:
         cell.commands += [shown(train), shown(evaluate)]
     cell.reports[seed] = json.loads(report.read_text(encoding="utf-8"))
@@ -192,13 +192,14 @@ def measure_costs(ds: Path, n: int, threads: int, repeats: int) -> dict[str, dic
     return out
 
 
-def store_ratio(store: Path | None) -> float | None:
-    """``shards_audio_s / shards_visual_s`` from a store's card (extract-features' own timings)."""
+def store_timing(store: Path | None) -> str:
+    """``shards_audio_s / shards_visual_s`` and the call's ``total_s`` from a store's card (extract-features' own timings)."""
     if store is None or not (store / "store.json").is_file():
-        return None
+        return "n/a"
     timings = json.loads((store / "store.json").read_text(encoding="utf-8")).get("timings") or {}
-    a, v = timings.get("shards_audio_s"), timings.get("shards_visual_s")
-    return a / v if a is not None and v else None
+    a, v, total = timings.get("shards_audio_s"), timings.get("shards_visual_s"), timings.get("total_s")
+    ratio = a / v if a is not None and v else None
+    return f"{fmt(ratio)} ({fmt(total, 0)} s)"
 
 
 def fmt(v: float | None, digits: int = 3) -> str:
@@ -214,6 +215,89 @@ def spread(values: list[float]) -> str:
     if len(vals) == 1:
         return fmt(vals[0])
     return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
+
+
+#: the figures the default is chosen on (accuracy and α pointing, the issue's two)
+CHOICE_FIGURES = ("accuracy", "pointing")
+
+
+def _per_clip_pointing(cell: Cell) -> list[float] | None:
+    """The seed-mean of α pointing per test clip (the reports' per-clip lists, index order), None if absent."""
+    lists = [r.get("scores", {}).get("attention", {}).get("per_clip", {}).get("pointing") for r in cell.reports.values()]
+    if not lists or any(not isinstance(v, list) or len(v) != len(lists[0]) for v in lists):
+        return None
+    return [statistics.mean(x for x in clip if x is not None) if any(x is not None for x in clip) else float("nan")
+            for clip in zip(*lists)]
+
+
+def _paired_bootstrap(a: list[float], b: list[float], resamples: int = 2000, seed: int = 0) -> float:
+    """Half-width of the 95% interval of mean(a - b) by a paired bootstrap over clips (NaN clips dropped)."""
+    import numpy as np
+
+    d = np.array([x - y for x, y in zip(a, b) if x == x and y == y])
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (resamples, len(d)))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(hi - lo) / 2
+
+
+def compare(cell: Cell, base: Cell, figure: str) -> tuple[float | None, float | None, str]:
+    """(difference of seed means vs ``base``, noise, verdict) for one figure.
+
+    Noise = the larger of 2 × the seeds' pooled sd (the training noise of one run) and the test set's
+    sampling noise: for α pointing the half-width of a paired bootstrap 95% interval over the test clips
+    (same clips, per-clip seed means), for accuracy 2 × the binomial standard error over the test clips
+    (the reports hold no per-clip correctness). The verdict is ``better`` / ``worse`` when the difference
+    exceeds the noise, else ``tied`` (``n/a`` without two seeds each).
+    """
+    mine = [v for v in (figures(r)[figure] for r in cell.reports.values()) if v is not None]
+    theirs = [v for v in (figures(r)[figure] for r in base.reports.values()) if v is not None]
+    if len(mine) < 2 or len(theirs) < 2:
+        return None, None, "n/a"
+    diff = statistics.mean(mine) - statistics.mean(theirs)
+    seeds = 2 * ((statistics.variance(mine) + statistics.variance(theirs)) / 2) ** 0.5
+    clips = figures(base.reports[min(base.reports)])["clips"] or 1
+    if figure == "pointing":
+        a, b = _per_clip_pointing(cell), _per_clip_pointing(base)
+        sampling = _paired_bootstrap(a, b) if a is not None and b is not None and len(a) == len(b) else 1.0
+    else:
+        p = statistics.mean(mine + theirs)
+        sampling = 2 * (max(p * (1 - p), 1 / clips) / clips) ** 0.5
+    noise = max(seeds, sampling)
+    return diff, noise, "better" if diff > noise else "worse" if diff < -noise else "tied"
+
+
+def choose(cells: list[Cell], costs: dict[str, dict[str, float]]) -> tuple[str, list[str]]:
+    """The default the figures favour, and the markdown lines of the reading.
+
+    Rule: a learned extractor replaces ``logmel`` only if it is better beyond noise (:func:`compare`) on
+    accuracy or α pointing on some preset, worse beyond noise on none, and costs less CPU per clip than the visual CNN
+    (so that extraction's model time at most doubles for every user); among several, the one with the
+    higher mean α pointing on ``hard``.
+    """
+    visual = next((v["cpu"] for k, v in costs.items() if k.startswith("visual:")), None)
+    lines = ["| audio vs logmel | " + " | ".join(f"{p}: Δ {f} (noise)" for p in PRESETS for f in CHOICE_FIGURES)
+             + " | × visual CNN (CPU) |",
+             "| --- | " + " | ".join("---:" for _ in PRESETS for _ in CHOICE_FIGURES) + " | ---: |"]
+    candidates: list[tuple[float, str]] = []
+    for name in AUDIO[1:]:
+        verdicts, row = [], []
+        for preset in PRESETS:
+            mine = next((c for c in cells if c.preset == preset and c.audio == name), None)
+            base = next((c for c in cells if c.preset == preset and c.audio == "logmel"), None)
+            for figure in CHOICE_FIGURES:
+                if mine is None or base is None or not mine.reports or not base.reports:
+                    row.append("n/a")
+                    continue
+                diff, noise, verdict = compare(mine, base, figure)
+                verdicts.append(verdict)
+                row.append("n/a" if diff is None else f"{diff:+.3f} ({noise:.3f}) {verdict}")
+        ratio = costs[name]["cpu"] / visual if visual and name in costs else None
+        lines.append(f"| {name} | " + " | ".join(row) + f" | {fmt(ratio)} |")
+        if "better" in verdicts and "worse" not in verdicts and "n/a" not in verdicts and ratio is not None and ratio < 1:
+            hard = next(c for c in cells if c.preset == "hard" and c.audio == name)
+            candidates.append((statistics.mean(figures(r)["pointing"] or 0 for r in hard.reports.values()), name))
+    return (max(candidates)[1] if candidates else "logmel"), lines
 
 
 def section(cells: list[Cell], costs: dict[str, dict[str, float]], builds: dict[str, str | None],
@@ -255,18 +339,27 @@ def section(cells: list[Cell], costs: dict[str, dict[str, float]], builds: dict[
         lines += [f"### Cost per clip ({args.cost_clips} clips of `{cost_ds}`, 10 segments each, "
                   f"{args.threads} torch thread, fastest of {args.repeats} passes)", "",
                   "| extractor | CPU s per clip | wall s per clip | × visual CNN (CPU) | model load s | "
-                  "× visual in extract-features' timings (easy / hard stores) |",
+                  "× visual in extract-features' own timings (whole call's wall s), easy / hard store |",
                   "| --- | ---: | ---: | ---: | ---: | --- |",
                   f"| {visual.split(':')[1]} (visual) | {v['cpu']:.4f} | {v['wall']:.4f} | 1 | {v['load_s']:.1f} | |"]
         for name in AUDIO:
             if name not in costs:
                 continue
             a = costs[name]
-            from_stores = " / ".join(fmt(store_ratio(c.store)) for p in PRESETS for c in cells
+            from_stores = " / ".join(store_timing(c.store) for p in PRESETS for c in cells
                                      if c.audio == name and c.preset == p)
             lines.append(f"| {name} | {a['cpu']:.4f} | {a['wall']:.4f} | **{a['cpu'] / v['cpu']:.3f}** | "
                          f"{a['load_s']:.1f} | {from_stores} |")
         lines.append("")
+    choice, reading = choose(cells, costs)
+    lines += ["### Reading: each learned extractor against logmel (differences of seed means)", "", *reading, "",
+              "Rule (`choose` in the script): a learned extractor replaces `logmel` only if it is better beyond noise "
+              "on accuracy or α pointing on some preset, worse beyond noise on none, and costs less CPU per clip than "
+              "the visual CNN (extraction's model time at most doubles for every user); noise = the larger of 2 × "
+              "the seeds' pooled sd (training noise) and the test set's sampling noise (α pointing: the half-width of a "
+              "paired bootstrap 95% interval over the test clips; accuracy: 2 × its binomial SE). "
+              f"**The figures favour `{choice}`**; the default in `features.extractors.AudioConfig` is "
+              f"`{AudioConfig().name}`.", ""]
     lines.append("Commands (seed 0; the other seeds add `--seed s` to train and `--explainers attention` to evaluate):")
     lines.append("")
     for preset, build in builds.items():
