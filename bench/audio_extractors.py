@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from docs_section import publish_section  # noqa: E402
-from explanations import cli, run, shown  # noqa: E402
+from explanations import cli, preset_datasets, preset_parser, run, shown  # noqa: E402
 
 from features.extract import ExtractConfig, plan_store  # noqa: E402
 from features.extractors import AudioConfig  # noqa: E402
@@ -373,12 +373,7 @@ def section(cells: list[Cell], costs: dict[str, dict[str, float]], builds: dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, required=True, help="folder for datasets, stores, runs and reports")
-    parser.add_argument("--dataset", action="append", default=[], metavar="PRESET=DIR",
-                        help="use this dataset folder for PRESET (built there if it has no manifest)")
-    parser.add_argument("--features-root", action="append", type=Path, default=[],
-                        help="folder(s) where extract-features put stores before (searched first)")
+    parser = preset_parser(__doc__)
     parser.add_argument("--seeds", default="0,1,2", help="training seeds (0 = the CLI default run)")
     parser.add_argument("--cost-preset", default="hard", choices=sorted(PRESETS))
     parser.add_argument("--cost-clips", type=int, default=20, help="clips timed for the cost table (0: skip)")
@@ -387,12 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-docs", action="store_true", help="print the section, leave docs/BENCHMARKS.md alone")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    given = {}
-    for item in args.dataset:
-        preset, _, path = item.partition("=")
-        if preset not in PRESETS or not path:
-            parser.error(f"--dataset wants PRESET=DIR with PRESET in {sorted(PRESETS)}, got {item!r}")
-        given[preset] = Path(path)
+    given = preset_datasets(parser, args.dataset, PRESETS)
     work = args.work.resolve()
     roots = [*args.features_root, work / "features"]
     seeds = [int(s) for s in args.seeds.split(",") if s]

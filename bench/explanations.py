@@ -210,13 +210,30 @@ def preset_section(preset: str, cells: list[Cell], build: list[str] | None, extr
     return lines + [""]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def preset_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments every preset bench takes: --work, --dataset PRESET=DIR (repeatable), --features-root."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for datasets, stores, runs and reports")
     parser.add_argument("--dataset", action="append", default=[], metavar="PRESET=DIR",
                         help="use this dataset folder for PRESET (built there if it has no manifest)")
     parser.add_argument("--features-root", action="append", type=Path, default=[],
                         help="folder(s) where extract-features put stores before (searched first)")
+    return parser
+
+
+def preset_datasets(parser: argparse.ArgumentParser, items: list[str], presets: Any) -> dict[str, Path]:
+    """``--dataset PRESET=DIR`` arguments as {preset: folder}; a usage error for an unknown preset."""
+    given = {}
+    for item in items:
+        preset, _, path = item.partition("=")
+        if preset not in presets or not path:
+            parser.error(f"--dataset wants PRESET=DIR with PRESET in {sorted(presets)}, got {item!r}")
+        given[preset] = Path(path)
+    return given
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = preset_parser(__doc__)
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets")
     parser.add_argument("--heads", default=",".join(HEADS), help="comma-separated heads")
     parser.add_argument("--step-clips", type=int, default=8, help="--step-max-clips for STAN on hard")
@@ -225,12 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    given = {}
-    for item in args.dataset:
-        preset, _, path = item.partition("=")
-        if preset not in PRESETS or not path:
-            parser.error(f"--dataset wants PRESET=DIR with PRESET in {sorted(PRESETS)}, got {item!r}")
-        given[preset] = Path(path)
+    given = preset_datasets(parser, args.dataset, PRESETS)
     work = args.work.resolve()
     roots = [*args.features_root, work / "features"]
     presets = [p for p in args.presets.split(",") if p]

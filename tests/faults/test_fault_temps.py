@@ -19,10 +19,21 @@ from pipelines.atomic import _node, atomic_path, atomic_write_text, is_temp_name
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _killed(script: str) -> Path:
+    """Run ``script`` in a real process that prints the temp path it made, SIGKILL it, return that path."""
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    tmp = Path(proc.stdout.readline().strip())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return tmp
+
+
 def _killed_writer(folder: Path, name: str) -> Path:
     """Run a real writer process that dies by SIGKILL inside atomic_path (half its bytes written);
     return the temp file it left."""
-    script = textwrap.dedent(f"""
+    tmp = _killed(f"""
         import sys, time
         from pathlib import Path
         from pipelines.atomic import atomic_path
@@ -31,12 +42,6 @@ def _killed_writer(folder: Path, name: str) -> Path:
             print(tmp, flush=True)
             time.sleep(300)
         """)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    tmp = Path(proc.stdout.readline().strip())
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     assert tmp.is_file() and is_temp_name(tmp.name)
     return tmp
 
@@ -113,7 +118,7 @@ def test_a_killed_archive_writers_link_temp_is_swept_too(tmp_path: Path) -> None
     """An archive's symlink is made under a temp name (symlink() cannot write onto a name) in the same
     writer-tagged pattern: a writer killed between symlink() and the rename leaves a dangling link,
     and the next write in that folder removes it."""
-    script = textwrap.dedent(f"""
+    left = _killed(f"""
         import os, time
         from pathlib import Path
         from pipelines.atomic import temp_name
@@ -122,12 +127,6 @@ def test_a_killed_archive_writers_link_temp_is_swept_too(tmp_path: Path) -> None
         print(tmp, flush=True)
         time.sleep(300)
         """)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    left = Path(proc.stdout.readline().strip())
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     assert left.is_symlink() and not left.exists() and is_temp_name(left.name)
     atomic_write_text(tmp_path / "other.txt", "x")
     assert not left.is_symlink()
