@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from docs_section import publish_section  # noqa: E402
-from explanations import cli, preset_datasets, preset_parser, run, shown  # noqa: E402
+from explanations import cli, parse_preset_args, preset_parser, run, shown  # noqa: E402
 
 from features.extract import ExtractConfig, plan_store  # noqa: E402
 from features.extractors import AudioConfig  # noqa: E402
@@ -379,12 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost-clips", type=int, default=20, help="clips timed for the cost table (0: skip)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads while timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per extractor (the fastest counts)")
-    parser.add_argument("--no-docs", action="store_true", help="print the section, leave docs/BENCHMARKS.md alone")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    given = preset_datasets(parser, args.dataset, PRESETS)
-    work = args.work.resolve()
-    roots = [*args.features_root, work / "features"]
+    args, given, work, roots = parse_preset_args(parser, argv, PRESETS)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     t0 = time.perf_counter()
     cells, builds, datasets = [], {}, {}

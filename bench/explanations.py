@@ -218,7 +218,18 @@ def preset_parser(doc: str | None) -> argparse.ArgumentParser:
                         help="use this dataset folder for PRESET (built there if it has no manifest)")
     parser.add_argument("--features-root", action="append", type=Path, default=[],
                         help="folder(s) where extract-features put stores before (searched first)")
+    parser.add_argument("--no-docs", action="store_true", help="print the section, leave docs/BENCHMARKS.md alone")
     return parser
+
+
+def parse_preset_args(parser: argparse.ArgumentParser, argv: list[str] | None,
+                      presets: Any) -> tuple[argparse.Namespace, dict[str, Path], Path, list[Path]]:
+    """Parse ``argv``; return the arguments, the given datasets per preset, the work folder and the
+    folders searched for stores (``--features-root`` first, then ``WORK/features``). Logs at INFO."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    work = args.work.resolve()
+    return args, preset_datasets(parser, args.dataset, presets), work, [*args.features_root, work / "features"]
 
 
 def preset_datasets(parser: argparse.ArgumentParser, items: list[str], presets: Any) -> dict[str, Path]:
@@ -238,15 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heads", default=",".join(HEADS), help="comma-separated heads")
     parser.add_argument("--step-clips", type=int, default=8, help="--step-max-clips for STAN on hard")
     parser.add_argument("--reevaluate", action="store_true", help="rerun evaluate even where a report is newer than its run")
-    parser.add_argument("--no-docs", action="store_true", help="print the section, leave docs/BENCHMARKS.md alone")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    given = preset_datasets(parser, args.dataset, PRESETS)
-    work = args.work.resolve()
-    roots = [*args.features_root, work / "features"]
+    args, given, work, roots = parse_preset_args(parser, argv, PRESETS)
     presets = [p for p in args.presets.split(",") if p]
     heads = [h for h in args.heads.split(",") if h]
+    if unknown := sorted({*presets} - {*PRESETS}) + sorted({*heads} - {*HEADS}):
+        parser.error(f"unknown preset(s) or head(s) {unknown}; presets {list(PRESETS)}, heads {list(HEADS)}")
     t0 = time.perf_counter()
     body = [
         "## Explanations: heads × explainers, hard preset and two held-out presets (`bench/explanations.py`)",
