@@ -193,8 +193,23 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def load_weights(path: Path, head: Head) -> None:
-    """Load safetensors weights into ``head`` (strict: every tensor name and shape must match)."""
+    """Load safetensors weights into ``head`` (strict: every tensor name and shape must match).
+
+    Weights that do not fit (a run trained by another version of the head, e.g. STAN before its
+    attention became audio-visual agreement) raise ValueError naming the file and what differs.
+    """
     tensors, _ = _read_safetensors(path)
+    expected = head.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
+    if missing or unexpected or reshaped:
+        def some(names: list[str]) -> str:
+            return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        what = "; ".join(f"{label}: {some(names)}" for label, names in
+                         (("missing", missing), ("not in this head", unexpected), ("other shape", reshaped)) if names)
+        raise ValueError(f"{path}: these weights do not fit this version's {type(head).__name__} head ({what}); "
+                         "the run was trained by another version of the head: train it again with `wherewhen train`")
     head.load_state_dict(tensors, strict=True)
 
 

@@ -41,3 +41,29 @@ def test_resume_check_names_the_option_that_differs(tiny_store: Path, tmp_path: 
     with pytest.raises(ValueError, match="head"):
         checkpoint.check_resumable(card, card.model_copy(update={"head": head.model_copy(update={"model": "ave_att"})}),
                                    tmp_path)
+
+
+def test_weights_of_another_head_version_are_refused_in_one_line(tmp_path: Path):
+    """A run trained by an older STAN (other tensor names) or saved with other sizes: a ValueError naming
+    the file and what differs, not torch's multi-line state-dict error."""
+    import torch
+
+    from stan_head.models import build_head
+
+    head = build_head(HeadConfig(model="stan", num_classes=3, visual_dim=8, audio_dim=4))
+    tensors = {k: v.clone() for k, v in head.state_dict().items()}
+    tensors.pop("region_classifier.1.weight")
+    tensors["spatial.w.weight"] = torch.zeros(1, 32)  # the additive scorer of the old STAN
+    tensors["audio_classifier.bias"] = torch.zeros(5)
+    path = tmp_path / checkpoint.BEST_WEIGHTS
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path))
+    with pytest.raises(ValueError) as exc:
+        checkpoint.load_weights(path, head)
+    text = str(exc.value)
+    assert "\n" not in text and str(path) in text and "wherewhen train" in text
+    assert "missing: region_classifier.1.weight" in text and "not in this head: spatial.w.weight" in text
+    assert "other shape: audio_classifier.bias" in text
+    checkpoint.save_weights(path, head, {})  # its own weights load
+    checkpoint.load_weights(path, head)
