@@ -28,6 +28,7 @@ import logging
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,7 +51,6 @@ def prepare(work: Path, test_clips: int, seed: int) -> tuple[Path, Path, Path]:
     from features.extract import ExtractConfig, extract_features
     from pipelines.build import BuildConfig, build_dataset
     from pipelines.sources.synthetic import SyntheticSource
-    from stan_head.checkpoint import run_files
     from stan_head.train import TrainConfig, train_head
 
     clips = max(8, round(test_clips / 0.45))
@@ -60,8 +60,13 @@ def prepare(work: Path, test_clips: int, seed: int) -> tuple[Path, Path, Path]:
                                   split_fractions=(0.45, 0.1, 0.45)))
     store = extract_features(ExtractConfig(dataset_dir=dataset, out_root=work / "features"), progress=False)
     run = work / f"run-{store.store_id}"
-    if not all(p.is_file() for p in run_files(run)):
-        train_head(TrainConfig(store=store.store_dir, out=run, device="cpu", progress=False, seed=seed))
+    config = TrainConfig(store=store.store_dir, out=run, device="cpu", progress=False, seed=seed)
+    try:  # a finished run of the same configuration resumes at once (its test pass only)
+        train_head(config)
+    except ValueError as exc:  # made by another version of the head or trainer: the bench's own folder, redo it
+        log.info("%s; training it again", exc)
+        shutil.rmtree(run)
+        train_head(config)
     return dataset, Path(store.store_dir), run
 
 
