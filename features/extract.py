@@ -19,6 +19,7 @@ values may differ in the last float16 bit; ``features.compute_kind`` keeps one s
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -50,8 +51,6 @@ _LAZY = {"extract_shard": "features.shard_engine", "dask_client": "features.runn
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -54,12 +54,17 @@ def is_temp_name(name: str) -> bool:
     return _TEMP_RE.match(name) is not None
 
 
+def _temp_prefix(dest: Path) -> str:
+    """``.<dest name>.~<pid>-<node>.``: the part of a temp name that says whose it is (:data:`_TEMP_RE`)."""
+    return f".{dest.name}.~{os.getpid()}-{_node()}."
+
+
 def temp_name(dest: Path, suffix: str = "") -> Path:
     """A fresh temporary name beside ``dest`` in :func:`atomic_path`'s pattern, for writers that cannot
     create the file first (a symlink): its leftovers are swept by :func:`remove_stale_temps` like any other."""
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789_"
     rnd = "".join(secrets.choice(alphabet) for _ in range(8))
-    return dest.parent / f".{dest.name}.~{os.getpid()}-{_node()}.{rnd}{suffix}"
+    return dest.parent / f"{_temp_prefix(dest)}{rnd}{suffix}"
 
 
 def _stale(path: Path, pid: int) -> bool:
@@ -125,7 +130,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(dest.parent)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{dest.name}.~{os.getpid()}-{_node()}.", suffix=dest.suffix if suffix is None else suffix,
+        prefix=_temp_prefix(dest), suffix=dest.suffix if suffix is None else suffix,
         dir=dest.parent,
     )
     os.close(fd)
