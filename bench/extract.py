@@ -3,8 +3,9 @@
 Cases (``--cases``), each measured in one run on the same frames and batch size:
 
 * ``web360``: 60 realistic clips of 10 s, 640x360 @ 30 fps, x264 default GOP, AAC 44.1 kHz stereo
-  (generated reproducibly by bench/extract_clips.py and built with the folder source), 1 frame per segment;
-* ``web360-ave``: the same clips with AVE's protocol, 16 frames per 1-s segment averaged;
+  (generated reproducibly by bench/extract_clips.py and built with the folder source), 1 frame per segment
+  at the library's default frame size;
+* ``web360-ave``: the same clips with AVE's protocol, 16 frames per 1-s segment averaged, 224² frames;
 * ``web720``: ``--clips-720`` clips at 1280x720, otherwise as web360;
 * ``centre`` / ``ave``: the synthetic 160-px clips of the earlier benchmark.
 
@@ -69,6 +70,7 @@ sys.path.insert(0, str(REPO))
 
 from features.extract import ExtractConfig, StoreSummary, extract_features, plan_store  # noqa: E402
 from features.extractors import VisualConfig, build_visual  # noqa: E402
+from features.plan import EXTRACT_PRESETS  # noqa: E402
 from features.runner import LOCAL_CLUSTER_CONFIG  # noqa: E402
 from docs_section import publish_section  # noqa: E402
 from pipelines.build import BuildConfig, build_dataset  # noqa: E402
@@ -327,6 +329,9 @@ def scale_out(cfg: ExtractConfig, args: argparse.Namespace) -> dict:
 
 
 #: name -> (source, width, height, fps, frames per segment, what it is); "web" clips: bench/extract_clips.py
+#: AVE's protocol decodes 224² frames (VGG-19 pool5's 7×7 map), as the library's ``ave`` preset.
+AVE_FRAME_SIZE = int(EXTRACT_PRESETS["ave"]["segment"]["frame_size"])
+
 CASES = {
     "web360": ("web", 640, 360, 30, 1, "realistic 360p: 640x360 @ 30 fps, x264 default GOP, AAC 44.1 kHz stereo; "
                "1 frame per segment (the library default)"),
@@ -356,13 +361,22 @@ def case_dataset(name: str, args: argparse.Namespace, cores: int) -> tuple[Path,
     return ds_dir, clips, f"{width}x{height} @ {fps} fps h264 (x264 default GOP) + AAC 44.1 kHz stereo, {mb:.2f} MB each"
 
 
+def case_frame_size(frames_per_segment: int, asked: int | None) -> int:
+    """The frame side of a case: ``asked``, else 224 for AVE's protocol (16 frames per segment, 7×7 maps)
+    and the library's default (``SegmentSpec``) for the rest."""
+    if asked is not None:
+        return asked
+    return AVE_FRAME_SIZE if frames_per_segment == 16 else int(SegmentSpec.model_fields["frame_size"].default)
+
+
 def run_case(name: str, args: argparse.Namespace) -> dict:
     """Build the case's dataset (cached), then measure end to end, the bounds, the naive way and the no-op."""
     _, _, _, _, fper, _ = CASES[name]
     cores = os.cpu_count() or 1
     load_start = os.getloadavg()[0]
     ds_dir, _, clip_text = case_dataset(name, args, cores)
-    spec = SegmentSpec(num_segments=args.duration, frame_size=args.frame_size, frames_per_segment=fper)
+    spec = SegmentSpec(num_segments=args.duration, frame_size=case_frame_size(fper, args.frame_size),
+                       frames_per_segment=fper)
     cfg = ExtractConfig(dataset_dir=ds_dir, out_root=args.work / "stores", segment=spec, batch_size=args.batch_size,
                         shard_size=args.shard_size, workers=args.workers, device=args.device)
     plan = plan_store(cfg)
@@ -496,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips-720", type=int, default=10, help="clips of the 1280x720 case")
     ap.add_argument("--duration", type=int, default=10, help="clip seconds (= segments of 1 s)")
     ap.add_argument("--size", type=int, default=160, help="synthetic video side in pixels (cases centre, ave)")
-    ap.add_argument("--frame-size", type=int, default=224)
+    ap.add_argument("--frame-size", type=int, default=None,
+                    help="frame side for every case; default: 224 for AVE's protocol, the library's default otherwise")
     ap.add_argument("--batch-size", type=int, default=None, help="default: the library's for the device")
     ap.add_argument("--shard-size", type=int, default=5, help="60 clips -> 12 shards, 6 per thread on 2 cores")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
