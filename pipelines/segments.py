@@ -20,7 +20,7 @@ class SegmentSpec(BaseModel):
         segment_s: length of one segment in seconds.
         frames_per_segment: F frames per segment, evenly spaced inside it (1 = the centre frame).
         frame_size: S; decord resizes every frame to S × S pixels (320: a 10×10 map from a stride-32
-            CNN, where STAN's α localises far better than on 224's 7×7; docs/DESIGN.md "Segmentation").
+            CNN, where STAN's α localises far better than on 224's 7×7; docs/DESIGN.md "Frame size").
         audio_rate: sample rate (Hz) of the mono audio returned per segment.
     """
 
