@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 #: Reference frame size (pixels) at which the authors' spatial defaults are given.
 _REFERENCE_SIZE = 112
+#: Spread of the seeded jitter on the initial bump heights (see ``step_attribution``).
+INIT_JITTER = 1e-3
 
 
 class STEPConfig(BaseModel):
@@ -208,7 +210,9 @@ def step_attribution(
     kernel_size = max(3, int(round(cfg.kernel_size * mask_size / _REFERENCE_SIZE)))
     smoothness = SmoothnessLoss((t, area_h, area_w), areas, cfg.kernel_frames, kernel_size)
 
-    params = torch.ones(n_area * b * t, 1, gh, gw, device=device, requires_grad=True)
+    # Start every bump at 1 minus a tiny seeded jitter: equal starts leave the area term's sort to break
+    # near-ties by float rounding, which differs by position and pushed the masks up-left.
+    params = (1.0 - INIT_JITTER * torch.rand(n_area * b * t, 1, gh, gw, generator=gen)).to(device).requires_grad_(True)
     optimizer = torch.optim.SGD([params], lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.momentum)
     area_weight = cfg.area_weight
     smooth_weight = 0.0

@@ -209,7 +209,7 @@ class SmoothnessLoss:
     """STEP's spatio-temporal smoothness ("core") term for masks of one shape.
 
     The mask volume (T, H, W) is correlated with an ellipsoid kernel (stride = the kernel's
-    spatial size, 1 in time); the responses, divided by the kernel's volume, are sorted and
+    spatial size, 1 in time; the windows' tiling centred on the mask); the responses, divided by the kernel's volume, are sorted and
     the top ``k`` pulled to 1, the rest to 0, where ``k = ceil(a · T·H·W / |kernel|)`` — the
     number of kernel-sized blobs that fill the target area.
 
@@ -226,13 +226,21 @@ class SmoothnessLoss:
         self.kernel = ellipsoid_kernel(kt, ks)
         self.stride = (1, ks, ks)
         self.kernel_sum = float(self.kernel.sum())
-        responses = (t - kt + 1) * ((h - ks) // ks + 1) * ((w - ks) // ks + 1)
+        rows, cols = (h - ks) // ks + 1, (w - ks) // ks + 1
+        # The windows tile rows·ks × cols·ks pixels; centre that tiling on the mask, so the pixels no
+        # window sees are split between opposite edges (from the top-left corner, the right and bottom
+        # edges went unseen and the masks leaned up-left).
+        self.offset = ((h - rows * ks) // 2, (w - cols * ks) // 2)
+        self.extent = (rows * ks, cols * ks)
+        responses = (t - kt + 1) * rows * cols
         self.topk = [int(min(max(1, math.ceil(a * t * h * w / self.kernel_sum)), responses)) for a in areas]
 
     def __call__(self, masks: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Loss per (area, clip) for masks (A, B, T, H, W); returns (A, B)."""
         a, b = masks.shape[:2]
         kernel = self.kernel.to(masks.device, masks.dtype)
+        (oy, ox), (ey, ex) = self.offset, self.extent
+        masks = masks[..., oy : oy + ey, ox : ox + ex]
         conv = F.conv3d(masks.reshape(a * b, 1, *masks.shape[2:]), kernel, stride=self.stride)
         conv = conv.reshape(a, b, -1) / self.kernel_sum
         perm = torch.randperm(conv.shape[-1], generator=generator).to(masks.device)

@@ -107,6 +107,25 @@ def test_mask_grid_is_centred_on_the_frame():
     assert torch.allclose(full.flip(-1).flip(-2), full_flipped, atol=1e-5)
 
 
+@pytest.mark.parametrize("side", [7, 10])
+def test_masks_do_not_lean_to_a_corner_without_evidence(side: int):
+    """With a model that ignores its input only the area and smoothness terms shape the masks, and
+    nothing in them prefers a side: the top-left and bottom-right halves keep about as much. Equal
+    initial bumps (near-ties broken by float rounding) and smoothness windows tiled from the top-left
+    (the bottom and right edges unseen) made them lean up-left."""
+    video = torch.randn(2, 4, 3, side, side, generator=torch.Generator().manual_seed(1))
+    result = step_attribution(
+        lambda v: torch.zeros(len(v), 2) + 0.0 * v.sum(), video, torch.tensor([0, 1]),
+        STEPConfig(iterations=250, max_blur=float(side), smooth_start=50),
+    )
+    sal = result.saliency.mean(dim=(0, 1))  # (side, side)
+    half = side // 2
+    top, bottom = sal[:half].mean(), sal[-half:].mean()
+    left, right = sal[:, :half].mean(), sal[:, -half:].mean()
+    assert abs(float(top - bottom)) < 0.08 * float(sal.mean()), (top, bottom)
+    assert abs(float(left - right)) < 0.08 * float(sal.mean()), (left, right)
+
+
 def test_normalised_blur_does_not_paint_the_border_over_the_frame():
     """At a blur wider than a 7x7 map, a normalised blur tends to the map's mean; replicate padding to its border."""
     from stan_head.evaluation.step_masks import gaussian_blur
