@@ -94,7 +94,8 @@ class STEPConfig(BaseModel):
         area_with_margin: count the mask's margin (the ring around the frame that the model never
             sees) in the area constraint, as TorchRay's and the authors' code do; False counts the
             frame only.
-        seed: seed for the shuffling that breaks ties before sorting.
+        seed: seed for the shuffling that breaks ties before sorting and for the jitter on the initial
+            bump heights (``INIT_JITTER``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

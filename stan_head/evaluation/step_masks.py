@@ -209,9 +209,9 @@ class SmoothnessLoss:
     """STEP's spatio-temporal smoothness ("core") term for masks of one shape.
 
     The mask volume (T, H, W) is correlated with an ellipsoid kernel (stride = the kernel's
-    spatial size, 1 in time; the windows' tiling centred on the mask); the responses, divided by the kernel's volume, are sorted and
-    the top ``k`` pulled to 1, the rest to 0, where ``k = ceil(a · T·H·W / |kernel|)`` — the
-    number of kernel-sized blobs that fill the target area.
+    spatial size, 1 in time; the windows' tiling centred on the mask); the responses, divided by
+    the kernel's volume, are sorted and the top ``k`` pulled to 1, the rest to 0, where
+    ``k = ceil(a · T·H·W / |kernel|)`` — the number of kernel-sized blobs that fill the target area.
 
     Args:
         volume: (T, H, W) of the mask volume (the masks with their margin).
