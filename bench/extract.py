@@ -329,8 +329,8 @@ def scale_out(cfg: ExtractConfig, args: argparse.Namespace) -> dict:
 
 
 #: name -> (source, width, height, fps, frames per segment, what it is); "web" clips: bench/extract_clips.py
-#: AVE's protocol decodes 224² frames (VGG-19 pool5's 7×7 map), as the library's ``ave`` preset.
-AVE_FRAME_SIZE = int(EXTRACT_PRESETS["ave"]["segment"]["frame_size"])
+#: AVE's protocol (the library's ``ave`` preset): 16 frames per segment at 224² (VGG-19 pool5's 7×7 map).
+AVE_SEGMENT = EXTRACT_PRESETS["ave"]["segment"]
 
 CASES = {
     "web360": ("web", 640, 360, 30, 1, "realistic 360p: 640x360 @ 30 fps, x264 default GOP, AAC 44.1 kHz stereo; "
@@ -362,11 +362,13 @@ def case_dataset(name: str, args: argparse.Namespace, cores: int) -> tuple[Path,
 
 
 def case_frame_size(frames_per_segment: int, asked: int | None) -> int:
-    """The frame side of a case: ``asked``, else 224 for AVE's protocol (16 frames per segment, 7×7 maps)
-    and the library's default (``SegmentSpec``) for the rest."""
+    """The frame side of a case: ``asked``, else the ``ave`` preset's for AVE's protocol (its frames per
+    segment) and the library's default (``SegmentSpec``) for the rest."""
     if asked is not None:
         return asked
-    return AVE_FRAME_SIZE if frames_per_segment == 16 else int(SegmentSpec.model_fields["frame_size"].default)
+    if frames_per_segment == AVE_SEGMENT["frames_per_segment"]:
+        return int(AVE_SEGMENT["frame_size"])
+    return SegmentSpec().frame_size
 
 
 def run_case(name: str, args: argparse.Namespace) -> dict:
