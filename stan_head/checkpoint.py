@@ -266,10 +266,17 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def truncate_metrics(run_dir: Path, upto_epoch: int) -> None:
-    """Keep only the records of epochs ≤ ``upto_epoch`` (a crash may have left a later line)."""
+    """Keep only the whole records of epochs ≤ ``upto_epoch`` (a kill may have left a later or a cut line)."""
     path = Path(run_dir) / METRICS
     if path.exists():
-        kept = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= upto_epoch]
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short by the kill
+                continue
+            if isinstance(record, dict) and record.get("epoch", 0) <= upto_epoch:
+                kept.append(record)
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 

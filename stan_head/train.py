@@ -350,7 +350,6 @@ def _train_epoch(
     if val["accuracy"] is None:  # no validation split: the latest epoch is the one kept
         loop["best_epoch"] = epoch
         checkpoint.save_best(run_dir, head, store_id, epoch)
-    checkpoint.save_training_state(run_dir, head, optimizer, loop)
     record = {
         "epoch": epoch,
         "lr": lr,
@@ -363,7 +362,10 @@ def _train_epoch(
         "train_seconds": train_seconds,
         "epoch_seconds": time.perf_counter() - t0,
     }
+    # The metrics line goes first: a kill between the two writes leaves a line ahead of the state,
+    # which the resume drops (truncate_metrics) and writes again; the other order would lose it.
     checkpoint.append_metrics(run_dir, record)
+    checkpoint.save_training_state(run_dir, head, optimizer, loop)
     bar.set_postfix(epoch=epoch, loss=f"{record['train_loss']:.3f}",
                     val_acc="n/a" if val["accuracy"] is None else f"{val['accuracy']:.3f}")
     log.debug("epoch %d: %s", epoch, record)

@@ -149,6 +149,50 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(tiny_store, tmp_pat
     assert resumed.test_accuracy == reference.test_accuracy
 
 
+class _Killed(BaseException):
+    """Stands for a SIGKILL landing inside one of an epoch's two writes."""
+
+
+@pytest.mark.parametrize("where", ["before the metrics line", "inside the metrics line", "before the training state"])
+def test_a_kill_at_any_write_of_an_epoch_resumes_to_the_same_run(tiny_store, tmp_path, monkeypatch, where):
+    """Each epoch writes a metrics line and ``last.safetensors``; a kill before, between or inside them
+    must resume to the uninterrupted run's weights and one metrics line per epoch (the random-time kill
+    above hits these windows only by chance)."""
+    from stan_head import checkpoint
+
+    epochs, killed_at = 5, 3
+    reference = train_head(_cfg(tiny_store, tmp_path / "ref", epochs=epochs, patience=0))
+    real_append, real_save = checkpoint.append_metrics, checkpoint.save_training_state
+
+    def append(run_dir, record):
+        if record["epoch"] == killed_at and where != "before the training state":
+            if where == "inside the metrics line":
+                with open(Path(run_dir) / checkpoint.METRICS, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record)[:20])
+            raise _Killed
+        real_append(run_dir, record)
+
+    def save(run_dir, head, optimizer, loop):
+        if loop["epoch"] == killed_at and where == "before the training state":
+            raise _Killed
+        return real_save(run_dir, head, optimizer, loop)
+
+    cfg = _cfg(tiny_store, tmp_path / "killed", epochs=epochs, patience=0)
+    monkeypatch.setattr(checkpoint, "append_metrics", append)
+    monkeypatch.setattr(checkpoint, "save_training_state", save)
+    with pytest.raises(_Killed):
+        train_head(cfg)
+    monkeypatch.setattr(checkpoint, "append_metrics", real_append)
+    monkeypatch.setattr(checkpoint, "save_training_state", real_save)
+    resumed = train_head(cfg)
+    assert resumed.resumed_from_epoch == killed_at - 1
+    ref_w, res_w = load_file(str(reference.run_dir / "last.safetensors")), load_file(str(cfg.out / "last.safetensors"))
+    for k in ref_w:
+        assert torch.equal(ref_w[k], res_w[k]), k
+    lines = [json.loads(x)["epoch"] for x in (cfg.out / "metrics.jsonl").read_text().splitlines()]
+    assert lines == list(range(1, epochs + 1))
+
+
 def test_trains_directly_from_ave_released_layout(tiny_store, tmp_path):
     from features.ave_interop import export_ave
 
