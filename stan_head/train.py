@@ -49,6 +49,11 @@ class TrainConfig(BaseModel):
     name the class on their own, which trains the region classifier α is built from (heads
     without visual evidence ignore it).
 
+    ``absence_loss_weight`` (on by default) adds :func:`absence_loss` on STAN's region classifier:
+    the classes the sound allows (weighted by the audio posterior q) that the label rules out must
+    show in no cell of the clip. It makes every class be found by its own look, not as "the
+    sound-alike that is not there" (heads without a region classifier ignore it).
+
     Auxiliary losses (both off by default): ``segment_loss_weight`` adds the per-segment
     cross-entropy over event/background labels (needs ``head.segment_head``);
     ``attention_entropy_weight`` adds the mean entropy of α (nats) over valid segments, which
@@ -72,6 +77,8 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropies")
     visual_loss_weight: float = Field(1.0, ge=0, description="weight of STAN's visual-evidence cross-entropy (trains "
                                       "the region classifier α is built from)")
+    absence_loss_weight: float = Field(5.0, ge=0, description="weight of STAN's absence loss (the classes the "
+                                       "sound allows but the label rules out show in no cell)")
     segment_loss_weight: float = Field(0.0, ge=0, description="weight of the per-segment event/background "
                                        "cross-entropy (needs --head-segment-head)")
     attention_entropy_weight: float = Field(0.0, ge=0, description="weight of α's mean entropy (sharpens α)")
@@ -136,12 +143,35 @@ def attention_entropy(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (ent * m).sum() / m.sum().clamp_min(1.0)
 
 
+def absence_loss(presence: torch.Tensor, audio_logits: torch.Tensor, label: torch.Tensor,
+                 mask: torch.Tensor) -> torch.Tensor:
+    """The classes the sound allows but the label rules out must show nowhere in the clip.
+
+    With q = softmax(``audio_logits``) (not differentiated: the audio is not asked to change) and
+    P_{t,k} = ``presence`` (the largest region probability of class k over segment t's cells),
+    the loss is the mean over the valid segments of Σ_{k ≠ y} q_k · (−log(1 − P_{t,k})): a binary
+    cross-entropy saying "not shown" for every sound-alike of the label, as strongly as the sound
+    makes it a candidate. Classes the sound rules out (q_k ≈ 0), the silent objects of other sounds
+    among them, are left alone. The assumption: an object that could have made the sound but did
+    not is rarely on screen in the same clip.
+
+    presence (B, T, K) in [0, 1], audio_logits (B, K), label (B,), mask bool (B, T) -> scalar.
+    """
+    q = torch.softmax(audio_logits.detach(), dim=-1).scatter(1, label[:, None], 0.0)  # (B,K)
+    not_shown = -torch.log1p(-presence.clamp(max=1.0 - 1e-6))  # (B,T,K)
+    per_segment = (not_shown * q[:, None, :]).sum(-1)  # (B,T)
+    m = mask.to(per_segment.dtype)
+    return (per_segment * m).sum() / m.sum().clamp_min(1.0)
+
+
 def compute_loss(out: HeadOutput, label: torch.Tensor, segment_mask: torch.Tensor, segment_label: torch.Tensor,
                  cfg: TrainConfig) -> torch.Tensor:
     """Video-level cross-entropy plus the configured auxiliary terms."""
     loss = F.cross_entropy(out.logits, label, label_smoothing=cfg.label_smoothing)
     if cfg.visual_loss_weight > 0 and out.visual_logits is not None:
         loss = loss + cfg.visual_loss_weight * F.cross_entropy(out.visual_logits, label, label_smoothing=cfg.label_smoothing)
+    if cfg.absence_loss_weight > 0 and out.region_presence is not None and out.audio_logits is not None:
+        loss = loss + cfg.absence_loss_weight * absence_loss(out.region_presence, out.audio_logits, label, segment_mask)
     if cfg.segment_loss_weight > 0 and out.segment_logits is not None:
         loss = loss + cfg.segment_loss_weight * F.cross_entropy(out.segment_logits[segment_mask], segment_label[segment_mask])
     if cfg.attention_entropy_weight > 0:

@@ -66,6 +66,12 @@ class HeadOutput:
                      ``segment_head=True``, else None.
     visual_logits:   (B, K) class scores from the attended visual evidence alone (STAN's "where"
                      pathway), for the trainer's visual-evidence loss; None for heads without one.
+    audio_logits:    (B, K) class scores from the audio alone (what is heard); None for heads
+                     without an audio pathway of their own.
+    region_presence: (B, T, K) for every segment and class, the largest probability the region
+                     classifier gives that class over the segment's cells (how clearly the class
+                     shows anywhere in the frame), for the trainer's absence loss; None for heads
+                     without a region classifier.
     """
 
     logits: torch.Tensor
@@ -74,6 +80,8 @@ class HeadOutput:
     beta_v: torch.Tensor
     segment_logits: torch.Tensor | None = None
     visual_logits: torch.Tensor | None = None
+    audio_logits: torch.Tensor | None = None
+    region_presence: torch.Tensor | None = None
 
 
 class Head(nn.Module):

@@ -19,7 +19,11 @@ Logits: ℓ = ℓ^a + ℓ^v (a product of the two experts): the sound names its 
 object decides between them. Optional per-segment head [ṽ_t ; a_t] -> K + 1 (background).
 
 The trainer's losses: cross-entropy of ℓ, plus ``visual_loss_weight`` × that of ℓ^v
-(``HeadOutput.visual_logits``), which trains the region classifier on the cells α picks.
+(``HeadOutput.visual_logits``), which trains the region classifier on the cells α picks, plus
+``absence_loss_weight`` × the absence loss on ``HeadOutput.region_presence`` = max_i p_{t,i}: a class
+the sound allows but the label rules out must show in no cell of the clip (see
+:func:`stan_head.train.absence_loss`). Without it the region classifier learns one member of a
+sound-sharing pair by its look and the other as "anything else", and α for the other sits on background.
 """
 
 from __future__ import annotations
@@ -126,4 +130,6 @@ class STAN(Head):
             beta_v=beta_v,
             segment_logits=segment_logits,
             visual_logits=visual_logits,
+            audio_logits=audio_logits,
+            region_presence=torch.softmax(region_logits, dim=-1).amax(dim=2),
         )
