@@ -312,7 +312,7 @@ def check_resumable(previous: RunCard, current: RunCard, run_dir: Path, free: Co
     if diffs:
         raise ValueError(
             f"{run_dir} holds a run with another configuration, which resuming would mix into it ({'; '.join(diffs)}); "
-            "give another --out for the new run, or start this folder over (TrainConfig resume=False)"
+            "give another --out for the new run, or start this folder over (--no-resume; TrainConfig resume=False)"
         )
 
 
