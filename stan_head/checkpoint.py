@@ -258,25 +258,35 @@ def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The epoch records of ``metrics.jsonl`` in order ([] when there is none yet)."""
+    """The epoch records of ``metrics.jsonl`` in order ([] when there is none yet).
+
+    A last line without its newline that is not valid JSON is a record a kill cut short while it
+    was appended: it is left out. Any other line that is not valid JSON raises ValueError naming
+    the file and the line.
+    """
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
-    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError as exc:
+            if number == len(lines) and not text.endswith("\n"):
+                break
+            raise ValueError(f"{path}: line {number} is not a JSON record ({exc})") from exc
+    return records
 
 
 def truncate_metrics(run_dir: Path, upto_epoch: int) -> None:
     """Keep only the whole records of epochs ≤ ``upto_epoch`` (a kill may have left a later or a cut line)."""
     path = Path(run_dir) / METRICS
     if path.exists():
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:  # a line cut short by the kill
-                continue
-            if isinstance(record, dict) and record.get("epoch", 0) <= upto_epoch:
-                kept.append(record)
+        kept = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= upto_epoch]
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 

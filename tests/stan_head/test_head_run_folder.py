@@ -24,6 +24,19 @@ def test_metrics_append_read_and_truncate(tmp_path: Path):
     assert checkpoint.read_metrics(tmp_path) == []
 
 
+def test_metrics_leave_out_a_cut_last_line_and_refuse_a_bad_line_elsewhere(tmp_path: Path):
+    for epoch in (1, 2):
+        checkpoint.append_metrics(tmp_path, {"epoch": epoch})
+    path = tmp_path / checkpoint.METRICS
+    path.write_text(path.read_text() + '{"epoch": 3, "val_ac')  # a kill inside the third append
+    assert [r["epoch"] for r in checkpoint.read_metrics(tmp_path)] == [1, 2]
+    checkpoint.truncate_metrics(tmp_path, 5)
+    assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+    path.write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
+    with pytest.raises(ValueError, match=r"metrics\.jsonl: line 2 is not a JSON record"):
+        checkpoint.read_metrics(tmp_path)
+
+
 def test_run_files_name_the_card_and_best_weights(tmp_path: Path):
     assert [p.name for p in checkpoint.run_files(tmp_path)] == ["run.json", "model.safetensors"]
 
