@@ -135,12 +135,16 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_ra
     return base_lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+def mean_over_valid_segments(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of per-segment ``values`` (B,T) over the segments where ``mask`` (B,T) is True (0 if none)."""
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp_min(1.0)
+
+
 def attention_entropy(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean entropy (nats) of α (B,T,H,W) over the valid segments of ``mask`` (B,T)."""
     p = alpha.flatten(2)
-    ent = -(p * torch.log(p.clamp_min(1e-12))).sum(-1)  # (B,T)
-    m = mask.to(ent.dtype)
-    return (ent * m).sum() / m.sum().clamp_min(1.0)
+    return mean_over_valid_segments(-(p * torch.log(p.clamp_min(1e-12))).sum(-1), mask)
 
 
 def absence_loss(presence: torch.Tensor, audio_logits: torch.Tensor, label: torch.Tensor,
@@ -159,9 +163,7 @@ def absence_loss(presence: torch.Tensor, audio_logits: torch.Tensor, label: torc
     """
     q = torch.softmax(audio_logits.detach(), dim=-1).scatter(1, label[:, None], 0.0)  # (B,K)
     not_shown = -torch.log1p(-presence.clamp(max=1.0 - 1e-6))  # (B,T,K)
-    per_segment = (not_shown * q[:, None, :]).sum(-1)  # (B,T)
-    m = mask.to(per_segment.dtype)
-    return (per_segment * m).sum() / m.sum().clamp_min(1.0)
+    return mean_over_valid_segments((not_shown * q[:, None, :]).sum(-1), mask)
 
 
 def compute_loss(out: HeadOutput, label: torch.Tensor, segment_mask: torch.Tensor, segment_label: torch.Tensor,
