@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", type=int, default=28)
     p.add_argument("--model", default="stan", choices=list(HEAD_NAMES))
     p.add_argument("--epochs", type=int, default=3, help="epochs measured (the 30-epoch time is projected)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.model_fields["batch_size"].default,
+                   help="default: the library's")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu or cuda (bench/gpu_check.sh)")
     p.add_argument("--work", type=Path, default=ROOT / "out" / "bench-train")
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = TrainConfig(store=store_dir, out=args.work / f"run-{args.model}-{args.clips}", model=args.model,
                       head=HeadOptions(), epochs=args.epochs, batch_size=args.batch_size, num_threads=args.threads,
-                      patience=0, resume=False, progress=True, device=args.device)
+                      min_steps=0, patience=0, resume=False, progress=True, device=args.device)
     rates = matmul_rate(args.threads, device=args.device)
     flops = flops_per_epoch(store, cfg)
     summary = train_head(cfg)

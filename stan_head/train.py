@@ -54,6 +54,12 @@ class TrainConfig(BaseModel):
     show in no cell of the clip. It makes every class be found by its own look, not as "the
     sound-alike that is not there" (heads without a region classifier ignore it).
 
+    Training length. The region classifier that α is built from needs a few hundred optimiser steps:
+    at the earlier default batch of 64, 150 training clips were 3 steps an epoch, 90 steps in 30 epochs,
+    and α pointed 0.50 on a development set of our own, 0.68-0.70 after 270-300 steps (DESIGN.md,
+    "Training length"). Hence the batch of 16, and ``min_steps`` (300): a training split too small to
+    reach it in ``epochs`` gets more epochs. Larger splits are unaffected by ``min_steps``.
+
     Auxiliary losses (both off by default): ``segment_loss_weight`` adds the per-segment
     cross-entropy over event/background labels (needs ``head.segment_head``);
     ``attention_entropy_weight`` adds the mean entropy of α (nats) over valid segments, which
@@ -67,8 +73,12 @@ class TrainConfig(BaseModel):
     model: HeadName = Field("stan", description="the head: stan, or a baseline (late_fusion, ave_att)")
     head: HeadOptions = HeadOptions()
     seed: int = Field(0, description="seeds initialisation, shuffling and dropout (same seed, same run)")
-    epochs: int = Field(30, ge=1, description="epochs of the cosine learning-rate schedule")
-    batch_size: int = Field(64, ge=1, description="clips per optimiser step")
+    epochs: int = Field(30, ge=1, description="epochs of the cosine learning-rate schedule (raised on a small "
+                        "training split to reach min_steps)")
+    min_steps: int = Field(300, ge=0, description="optimiser steps the run takes at least: on a small training "
+                           "split epochs is raised to ceil(min_steps / steps per epoch), and early stopping "
+                           "waits for them")
+    batch_size: int = Field(16, ge=1, description="clips per optimiser step")
     lr: float = Field(1e-3, gt=0, description="peak learning rate of AdamW")
     weight_decay: float = Field(1e-2, ge=0, description="AdamW's decoupled weight decay")
     warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up before the cosine decay")
@@ -133,6 +143,11 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_ra
     span = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
     return base_lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def epochs_to_run(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
+    """The epochs a run takes: ``epochs``, raised so that they make at least ``min_steps`` optimiser steps."""
+    return max(epochs, math.ceil(min_steps / max(steps_per_epoch, 1)))
 
 
 def mean_over_valid_segments(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -242,7 +257,11 @@ def train_head(config: TrainConfig) -> TrainSummary:
         log.warning("store %s has no %r clips: no early stopping, the last epoch is kept", config.store, config.val_split)
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
+    epochs = epochs_to_run(config.epochs, config.min_steps, steps_per_epoch)
+    if epochs > config.epochs:
+        log.info("%d training clips are %d step(s) an epoch: %d epochs instead of %d, to take min_steps=%d steps",
+                 len(train), steps_per_epoch, epochs, config.epochs, config.min_steps)
+    total_steps = steps_per_epoch * epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
 
     threads = contextlib.nullcontext() if config.num_threads is None else torch_threads(config.num_threads)
@@ -272,7 +291,7 @@ def train_head(config: TrainConfig) -> TrainSummary:
             desc=f"train {config.model}", unit="step", dynamic_ncols=True,
         )
         try:
-            while loop["epoch"] < config.epochs and not loop["stopped_early"]:
+            while loop["epoch"] < epochs and not loop["stopped_early"]:
                 epoch = loop["epoch"] + 1
                 _train_epoch(head, optimizer, train, val, config, device, epoch, steps_per_epoch, total_steps,
                              warmup_steps, bar, loop, run_dir, run_card.store_id)
@@ -377,7 +396,7 @@ def _train_epoch(
         checkpoint.save_best(run_dir, head, store_id, epoch)
     elif val["accuracy"] is not None:
         loop["since_best"] += 1
-        if config.patience and loop["since_best"] >= config.patience:
+        if config.patience and loop["since_best"] >= config.patience and epoch * steps_per_epoch >= config.min_steps:
             loop["stopped_early"] = True
     if val["accuracy"] is None:  # no validation split: the latest epoch is the one kept
         loop["best_epoch"] = epoch
@@ -403,4 +422,4 @@ def _train_epoch(
     log.debug("epoch %d: %s", epoch, record)
 
 
-__all__ = ["TrainConfig", "TrainSummary", "attention_entropy", "compute_loss", "evaluate_split", "lr_at", "train_head"]
+__all__ = ["TrainConfig", "TrainSummary", "attention_entropy", "compute_loss", "epochs_to_run", "evaluate_split", "lr_at", "train_head"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -18,13 +19,16 @@ from safetensors.torch import load_file
 from features.store import FeatureStore
 from stan_head.checkpoint import StoreMismatchError, load_run
 from stan_head.models import HeadOptions
-from stan_head.train import TrainConfig, lr_at, train_head
+from stan_head.data import load_split
+from stan_head.train import TrainConfig, epochs_to_run, lr_at, train_head
 
 SMALL = HeadOptions(d_model=16, attn_dim=8, hidden_dim=16, lstm_hidden=8, dropout=0.1)
 
 
 def _cfg(store: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(store=store, out=out, head=SMALL, epochs=6, batch_size=8, lr=3e-3, num_threads=1, progress=False)
+    # min_steps=0: these tests ask for a number of epochs and count them.
+    base = dict(store=store, out=out, head=SMALL, epochs=6, batch_size=8, lr=3e-3, num_threads=1, progress=False,
+                min_steps=0)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -109,6 +113,21 @@ def test_resume_into_a_run_of_another_store_is_refused(stan_run, other_store):
 def test_segment_loss_needs_segment_head(tiny_store, tmp_path):
     with pytest.raises(ValueError, match="segment_head"):
         _cfg(tiny_store, tmp_path, segment_loss_weight=1.0)
+
+
+def test_a_small_training_split_takes_min_steps_and_early_stopping_waits_for_them(tiny_store, tmp_path):
+    n_train = len(load_split(FeatureStore.open(tiny_store), "train"))
+    steps_per_epoch = math.ceil(n_train / 8)
+    min_steps = 4 * steps_per_epoch + 1  # reached in the 5th epoch
+    assert epochs_to_run(2, min_steps, steps_per_epoch) == 5 and epochs_to_run(7, min_steps, steps_per_epoch) == 7
+    # patience=1 would stop at the first epoch without a better val score; it may not before min_steps.
+    summary = train_head(_cfg(tiny_store, tmp_path / "r", epochs=2, min_steps=min_steps, patience=1))
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert summary.epochs_run == len(lines) == 5
+    total = 5 * steps_per_epoch  # the cosine spans the 5 epochs, not 2
+    assert lines[-1]["lr"] == pytest.approx(lr_at(total - 1, total, steps_per_epoch, 3e-3, 0.01))
+    # Without min_steps the same configuration stops after its 2 epochs.
+    assert train_head(_cfg(tiny_store, tmp_path / "s", epochs=2, patience=1)).epochs_run <= 2
 
 
 def test_lr_schedule_warms_up_then_decays():
