@@ -26,7 +26,7 @@ def evaluation_run(synthetic_dataset, tmp_path_factory: pytest.TempPathFactory):
         ExtractConfig(dataset_dir=synthetic_dataset, out_root=root / "features", workers=0, segment=SegmentSpec(frame_size=64))
     )
     summary = train_head(
-        TrainConfig(store=store.store_dir, out=root / "run", epochs=4, batch_size=8, device="cpu", progress=False,
+        TrainConfig(store=store.store_dir, out=root / "run", epochs=4, min_steps=0, batch_size=8, device="cpu", progress=False,
                     train_split="train", val_split="train", test_split="test")
     )
     return store.store_dir, summary.run_dir

@@ -71,7 +71,7 @@ def test_evaluate_run_on_a_head_without_visual_evidence(evaluation_run, tmp_path
     from stan_head.train import TrainConfig, train_head
 
     store_dir, _ = evaluation_run
-    run = train_head(TrainConfig(store=store_dir, out=tmp_path / "lf", model="late_fusion", epochs=2, batch_size=8,
+    run = train_head(TrainConfig(store=store_dir, out=tmp_path / "lf", model="late_fusion", epochs=2, min_steps=0, batch_size=8,
                                  device="cpu", progress=False, train_split="train", val_split="train", test_split="test"))
     cfg = EvaluateConfig(run=run.run_dir, store=store_dir, out=tmp_path / "report", split="train", max_clips=3,
                          device="cpu", explainers=("attention", "gradcam", "step"), step_iterations=5, step_max_clips=1,

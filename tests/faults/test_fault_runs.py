@@ -34,7 +34,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(store: Path, out: Path, **kw: object) -> TrainConfig:
-    base = dict(store=store, out=out, head=SMALL, epochs=2, batch_size=8, lr=3e-3, num_threads=1, progress=False)
+    base = dict(store=store, out=out, head=SMALL, epochs=2, min_steps=0, batch_size=8, lr=3e-3, num_threads=1, progress=False)
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 

@@ -46,8 +46,8 @@ SEGMENT = {"num_segments": 3, "frame_size": 64}
 EXTRACT_ARGS = ["--segment-num-segments", "3", "--segment-frame-size", "64", "--shard-size", "1", "--batch-size", "3",
                 "--workers", "0"]
 HEAD = {"d_model": 16, "attn_dim": 8, "hidden_dim": 16, "lstm_hidden": 8, "dropout": 0.1}
-TRAIN = dict(epochs=12, batch_size=8, lr=3e-3, num_threads=1, device="cpu", progress=False, patience=0)
-TRAIN_ARGS = ["--epochs", "12", "--batch-size", "8", "--lr", "0.003", "--num-threads", "1", "--device", "cpu",
+TRAIN = dict(epochs=12, min_steps=0, batch_size=8, lr=3e-3, num_threads=1, device="cpu", progress=False, patience=0)
+TRAIN_ARGS = ["--epochs", "12", "--min-steps", "0", "--batch-size", "8", "--lr", "0.003", "--num-threads", "1", "--device", "cpu",
               "--no-progress", "--patience", "0", "--head-d-model", "16", "--head-attn-dim", "8", "--head-hidden-dim", "16",
               "--head-lstm-hidden", "8", "--head-dropout", "0.1"]
 

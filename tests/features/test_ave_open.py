@@ -113,7 +113,7 @@ def test_the_dataset_source_and_the_feature_interop_give_the_same_clips(release:
 def test_train_through_the_cli_on_the_release_layout(release: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", str(release), "--model", "ave_att", "--out", str(run), "--epochs", "2",
-                                       "--device", "cpu"])
+                                       "--min-steps", "0", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert (run / "run.json").is_file() and "ave_att on store ave-" in result.output
     assert "(402 clips)" in result.output

@@ -86,5 +86,5 @@ def tiny_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Ti
         for name, size in (("features", 32), ("other", 2))
     ]
     run = root / "run"
-    train_head(TrainConfig(store=stores[0], out=run, epochs=1, device="cpu", progress=False))
+    train_head(TrainConfig(store=stores[0], out=run, epochs=1, min_steps=0, device="cpu", progress=False))
     return TinyRun(dataset=tiny_dataset, store=Path(stores[0]), other_store=Path(stores[1]), run=run)

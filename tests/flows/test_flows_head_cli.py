@@ -33,12 +33,12 @@ def test_train_explain_evaluate(prefect_server, split_store: Path, media_files, 
     env = prefect_server.env
     run_dir = tmp_path / "run"
     train = run_cli(["train", str(split_store), "--model", "stan", "--out", str(run_dir), "--epochs", "2",
-                     "--device", "cpu"], env)
+                     "--min-steps", "0", "--device", "cpu"], env)
     assert train.returncode == 0, train.stderr[-3000:]
     assert "stan" in train.stdout and (run_dir / "run.json").is_file()
 
     again = run_cli(["train", str(split_store), "--model", "stan", "--out", str(run_dir), "--epochs", "2",
-                     "--device", "cpu"], env)
+                     "--min-steps", "0", "--device", "cpu"], env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Cached" in again.stderr  # inputs + task source + store card unchanged, run folder present
     assert again.stdout == train.stdout

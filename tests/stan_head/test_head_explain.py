@@ -44,7 +44,7 @@ def lite0_run(tmp_path_factory) -> Path:
         "segment": {"num_segments": T, "segment_s": 1.0, "frames_per_segment": 1, "frame_size": 128, "audio_rate": 16000},
     }))
     out = root / "run"
-    train_head(TrainConfig(store=store, out=out, epochs=1, batch_size=8, num_threads=1, progress=False,
+    train_head(TrainConfig(store=store, out=out, epochs=1, min_steps=0, batch_size=8, num_threads=1, progress=False,
                            head=HeadOptions(d_model=16, attn_dim=8, hidden_dim=16)))
     return out
 

@@ -178,7 +178,7 @@ def test_trained_alpha_finds_the_sounding_object_not_the_silent_distractor(distr
     from stan_head.models import HeadOptions
 
     out = tmp_path / "run"
-    train_head(TrainConfig(store=distractor_store, out=out, epochs=15, batch_size=16, lr=3e-3, num_threads=1,
+    train_head(TrainConfig(store=distractor_store, out=out, epochs=15, min_steps=0, batch_size=16, lr=3e-3, num_threads=1,
                            progress=False, head=HeadOptions(d_model=16, attn_dim=8, dropout=0.1)))
     store = FeatureStore.open(distractor_store)
     run = load_run(out, store)
