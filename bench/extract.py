@@ -25,9 +25,9 @@ For each case:
 * end to end: one ``features.extract.extract_features`` call in a fresh process (decode in the decord
   child processes, prefetch threads, CNN batched across clips, logmel audio, HDF5 shards, the
   library's LocalCluster: ``--workers`` threads in this process x 1 torch thread): clips/s and
-  frames/s over the whole call (cluster start and model load included) and in steady state (the
-  rate between the ``workers``-th and the ``workers``-th-last shard end: no model load, no start,
-  no tail); the first CNN batch of real frames after the call;
+  frames/s over the whole call (cluster start and model load included) and in steady state (each
+  thread's rate between its own first and last shard end, summed over the threads: no model load,
+  no start, no tail); the first CNN batch of real frames after the call;
 * the decoder bound: one decoder child per core, each on its share of the clips, timed before and
   after the end-to-end run (the faster counts);
 * the CNN-forward-only bound: the same visual extractor (same engine) on the same decoded uint8
@@ -182,7 +182,7 @@ def _end_to_end_worker(cfg_json: str, out) -> None:
 
     cfg = ExtractConfig.model_validate_json(cfg_json)
     first: list[float] = []
-    ends: list[tuple[float, int]] = []   # (when, clips) of each shard extracted in this process
+    ends: list[tuple[float, int, int]] = []   # (when, clips, thread) of each shard extracted in this process
     lock = threading.Lock()
     run, shard = engine._FrameBatcher._run, engine._extract_shard
 
@@ -194,7 +194,7 @@ def _end_to_end_worker(cfg_json: str, out) -> None:
     def timed_shard(*a, **kw):   # records when each shard ends
         result = shard(*a, **kw)
         with lock:
-            ends.append((time.perf_counter(), len(result.rows) + len(result.failures)))
+            ends.append((time.perf_counter(), len(result.rows) + len(result.failures), threading.get_ident()))
         return result
 
     engine._FrameBatcher._run, engine._extract_shard = timed, timed_shard
@@ -227,22 +227,31 @@ def _children_cpu() -> float:
     return done.ru_utime + done.ru_stime + running
 
 
-def steady_seconds(ends: list[tuple[float, int]], threads: int, clips: int) -> float | None:
-    """Seconds ``clips`` clips take at the rate of the run's middle: the clips of the shards that ended
-    after the ``threads``-th shard end and up to the ``threads``-th last, over that span (no model load,
-    no start, no tail); None with fewer than 2 x ``threads`` + 1 shards."""
-    ends = sorted(ends)
-    if len(ends) < 2 * threads + 1:
-        return None
-    a, b = ends[threads - 1][0], ends[len(ends) - threads][0]
-    done = sum(n for _, n in ends[threads: len(ends) - threads + 1])
-    return clips * (b - a) / done
+def steady_seconds(ends: list[tuple[float, int, int]], clips: int) -> float | None:
+    """Seconds ``clips`` clips take at the rate of the run's middle, from (end time, clips, thread) of
+    every shard: each thread's rate between its own first and last shard ends (its first shard carries
+    the model load, its last may run alone), summed over the threads; None when a thread ended fewer
+    than 3 shards.
+
+    Per thread, because the threads of one pool finish their shards nearly in pairs: a window taken
+    over the pooled ends from the 2nd to the 2nd-last of 12 spans 5 pair periods but counts 9 shards,
+    not 10, and so read 10 % slow."""
+    by_thread: dict[int, list[tuple[float, int]]] = {}
+    for when, n, thread in ends:
+        by_thread.setdefault(thread, []).append((when, n))
+    rate = 0.0
+    for own in by_thread.values():
+        own.sort()
+        if len(own) < 3:
+            return None
+        rate += sum(n for _, n in own[1:-1]) / (own[-2][0] - own[0][0])
+    return clips / rate if rate > 0 else None
 
 
-def end_to_end(cfg: ExtractConfig) -> tuple[StoreSummary, float, float, float, float, list[tuple[float, int]]]:
+def end_to_end(cfg: ExtractConfig) -> tuple[StoreSummary, float, float, float, float, list[tuple[float, int, int]]]:
     """(summary, seconds of the build, seconds of the no-op re-run, seconds from the call to the end of
-    the first CNN batch, CPU-seconds of the build: the process and its decoder children, (end time, clips)
-    of each shard extracted in the process), each
+    the first CNN batch, CPU-seconds of the build: the process and its decoder children, (end time, clips,
+    thread) of each shard extracted in the process), each
     ``extract_features`` call timed in a fresh process that has imported the library (as the CLI has),
     so that every case pays its own model load."""
     ctx = mp.get_context("spawn")
@@ -393,10 +402,9 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
     summary, e2e_s, noop_s, first_batch_s, e2e_cpu_s, ends = end_to_end(cfg)
     tm = summary.timings
     threads = max(1, min(args.workers, summary.shards))
-    steady_s = steady_seconds(ends, threads, summary.clips)
-    nth = f"{threads}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(threads, 'th') }"
-    steady_text = (f"the clips per second between the {nth} and the {nth}-last of the {len(ends)} shard ends: "
-                   f"no model load, no start, no tail")
+    steady_s = steady_seconds(ends, summary.clips)
+    steady_text = (f"each of the {threads} threads' clips per second between its own first and last of the "
+                   f"{len(ends)} shard ends, summed: no model load, no start, no tail")
     if steady_s is None:
         steady_text = f"{len(ends)} shards: too few for a middle without start and tail"
 
