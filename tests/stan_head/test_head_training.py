@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from features.store import FeatureStore
 from stan_head.checkpoint import StoreMismatchError, load_run
-from stan_head.models import HeadOptions
 from stan_head.data import load_split
+from stan_head.models import HeadOptions
 from stan_head.train import TrainConfig, epochs_to_run, lr_at, train_head
 
 SMALL = HeadOptions(d_model=16, attn_dim=8, hidden_dim=16, lstm_hidden=8, dropout=0.1)
