@@ -5,7 +5,7 @@ In one run on the same frames (EfficientNet-Lite0 at ``--frame-size``, random ui
 * batch-size sweep, frozen TorchScript graph (the ``graph`` engine) vs the eager channels-last module
   (``features.plan.CPU_BATCH_SIZE``, ``features.extractors.base``);
 * glibc's heap under Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` (a fresh process each): unset, set, and set
-  then undone by ``features.malloc.restore_malloc_thresholds`` (what a shard task does);
+  then raised again by ``features.malloc.raise_malloc_thresholds`` (what a shard task does);
 * two shard tasks as 2 threads of one process (the LocalCluster, ``features.runner``) vs 2 processes,
   each task 1 torch thread on half the frames, model build excluded.
 
@@ -40,9 +40,9 @@ _ONE = """
 import json, sys, time, torch
 sys.path.insert(0, {repo!r})
 from features.extractors import VisualConfig, build_visual
-from features.malloc import restore_malloc_thresholds
+from features.malloc import raise_malloc_thresholds
 if {restore}:
-    restore_malloc_thresholds()
+    raise_malloc_thresholds()
 torch.set_num_threads(1)
 ext = build_visual(VisualConfig(), input_size={size})
 x = torch.randint(0, 256, ({n}, {size}, {size}, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((engine, [per_frame_ms(ext, x, int(b)) for b in args.batches.split(",")]))
     trim = {"unset": in_process({}, False, n, size),
             "MALLOC_TRIM_THRESHOLD_=65536": in_process({"MALLOC_TRIM_THRESHOLD_": "65536"}, False, n, size),
-            "set, then restore_malloc_thresholds()": in_process({"MALLOC_TRIM_THRESHOLD_": "65536"}, True, n, size)}
+            "set, then raise_malloc_thresholds()": in_process({"MALLOC_TRIM_THRESHOLD_": "65536"}, True, n, size)}
     threads_ms, procs_ms = two_tasks_in_threads(x, size), two_tasks_in_processes(n, size)
 
     cmd = "python bench/extract_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])

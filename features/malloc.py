@@ -1,29 +1,38 @@
-"""Undo Dask's ``MALLOC_TRIM_THRESHOLD_`` in a worker's glibc heap, so the CNN does not mmap every tensor."""
+"""Raise glibc's mmap and trim thresholds in a process that extracts, so that the CNN's activations and the
+clips' frame buffers reuse heap pages instead of fresh ``mmap`` pages the kernel zeroes on every touch."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 
-__all__ = ["restore_malloc_thresholds"]
+__all__ = ["raise_malloc_thresholds"]
 
-#: glibc mallopt parameters (malloc.h) and the values restored.
+#: glibc mallopt parameters (malloc.h) and the values set.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD_BYTES, _TRIM_THRESHOLD_BYTES = 64 << 20, 256 << 20
 
 
-def restore_malloc_thresholds() -> bool:
-    """Undo the effect of ``MALLOC_TRIM_THRESHOLD_`` in this process's glibc heap; True when it did.
+def raise_malloc_thresholds() -> bool:
+    """Set glibc's mmap threshold to 64 MiB and its trim threshold to 256 MiB in this process; True when set
+    (False where the C library is not glibc).
 
-    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.
-    pre-spawn-environ``). Setting it also freezes glibc's mmap threshold at 128 KiB, so every
-    activation tensor of the CNN is a fresh ``mmap`` whose pages the kernel zeroes on first touch,
-    which makes the CNN slower (docs/BENCHMARKS.md, bench/extract_sweep.py). Raising both thresholds with
-    ``mallopt`` restores the speed. Only done when the variable is set, and only on glibc.
+    Blocks under the mmap threshold come from the heap, and freed heap memory under the trim threshold
+    is kept for the next allocation, so the pages are touched once, not zeroed again by the kernel for
+    every batch and every clip. Two cases need it:
+
+    * Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.
+      pre-spawn-environ``), which also freezes the mmap threshold at 128 KiB: every activation tensor
+      is then a fresh ``mmap``, and the CNN runs about 2x slower (docs/BENCHMARKS.md,
+      bench/extract_sweep.py).
+    * Without it, glibc's own dynamic thresholds (at most 32 MiB) still hand the shard threads' large
+      buffers (a clip's decoded frames, 24 MB at 16 frames per segment; its 40 MB of frame features)
+      back to the kernel: on the AVE protocol's 60 clips the shard threads spent 6-8 s of system CPU,
+      2-3 s with the thresholds raised (docs/BENCHMARKS.md, issue 18).
+
+    Process-wide and idempotent; the cost is up to 256 MiB of freed heap kept per arena. Values are
+    unaffected (only where memory comes from changes).
     """
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         ok = libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES) and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)

@@ -316,15 +316,39 @@ def _decoder_children(proc) -> list:
     return [c for c in proc.children(recursive=True) if "pipelines.media" in " ".join(c.cmdline())]
 
 
-def test_malloc_thresholds_are_raised_only_under_dasks_trim_setting(monkeypatch):
-    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers, which makes the CNN several times slower
-    (glibc then mmaps every activation tensor); a shard task undoes it only when the variable is set."""
-    from features.malloc import restore_malloc_thresholds
+_HEAP_PROBE = """
+import resource, sys
+import numpy as np
+from features.malloc import raise_malloc_thresholds
 
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    assert restore_malloc_thresholds() is False        # nothing to undo without the variable
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # a worker under someone else's nanny
-    assert restore_malloc_thresholds() is True
+(getattr(np, "_core", None) or np.core).multiarray._set_madvise_hugepage(False)   # 4 KiB pages: faults count pages
+
+def faults():   # minor page faults of 5 allocations of a 32 MB buffer, each touched, then freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        np.ones(32 << 20, np.uint8)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+first = faults()
+assert raise_malloc_thresholds() is True
+print(first, faults())
+"""
+
+
+def test_raised_malloc_thresholds_reuse_heap_pages_instead_of_fresh_mmaps():
+    """Under Dask's nanny setting (MALLOC_TRIM_THRESHOLD_=65536 freezes glibc's mmap threshold at 128 KiB)
+    every large buffer is a fresh mmap whose pages the kernel zeroes on first touch; after
+    raise_malloc_thresholds() (what each shard task calls) the same buffers reuse heap pages."""
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt thresholds are glibc's")
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE], env=env, capture_output=True, text=True, check=True)
+    before, after = map(int, out.stdout.split())
+    pages = 5 * (32 << 20) // 4096
+    assert before >= 0.9 * pages, (before, after)   # every buffer faulted in afresh
+    assert after < 0.5 * pages, (before, after)     # at most the first one
 
 
 def test_resume_on_another_cpu_kind_is_refused_naming_both(tiny_dataset, tmp_path):
