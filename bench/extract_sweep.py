@@ -4,14 +4,15 @@ In one run on the same frames (EfficientNet-Lite0 at ``--frame-size``, random ui
 
 * batch-size sweep, frozen TorchScript graph (the ``graph`` engine) vs the eager channels-last module
   (``features.plan.CPU_BATCH_SIZE``, ``features.extractors.base``);
-* glibc's heap under Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` (a fresh process each): unset, set, and set
-  then raised again by ``features.malloc.raise_malloc_thresholds`` (what a shard task does);
+* glibc's heap (a fresh process each, the extractor built without ``build_visual``'s own call): glibc's
+  defaults, Dask's nanny setting ``MALLOC_TRIM_THRESHOLD_=65536``, and the thresholds raised by
+  ``features.malloc.raise_malloc_thresholds`` (what ``build_visual`` does);
 * two shard tasks as 2 threads of one process (the LocalCluster, ``features.runner``) vs 2 processes,
   each task 1 torch thread on half the frames, model build excluded.
 
 Usage::
 
-    python bench/extract_sweep.py                  # 96 frames at 224 px
+    python bench/extract_sweep.py --frame-size 320  # 96 frames at the library's default frame size
     python bench/extract_sweep.py --frames 16 --frame-size 64 --no-docs   # smoke run
 """
 
@@ -39,12 +40,14 @@ from features.extractors import VisualConfig, build_visual  # noqa: E402
 _ONE = """
 import json, sys, time, torch
 sys.path.insert(0, {repo!r})
-from features.extractors import VisualConfig, build_visual
+from features.extractors import VisualConfig, spec_of
 from features.malloc import raise_malloc_thresholds
 if {restore}:
     raise_malloc_thresholds()
 torch.set_num_threads(1)
-ext = build_visual(VisualConfig(), input_size={size})
+cfg = VisualConfig()   # built through the registry, not build_visual, which would raise the thresholds itself
+ext = spec_of(cfg).build_function()(cfg, "cpu", {size})
+ext.engine = cfg.engine
 x = torch.randint(0, 256, ({n}, {size}, {size}, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 for _ in range(2):
     ext(x[:4])
@@ -120,15 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     for engine in ("graph", "eager"):
         ext = build_visual(VisualConfig(engine=engine), input_size=size)
         rows.append((engine, [per_frame_ms(ext, x, int(b)) for b in args.batches.split(",")]))
-    trim = {"unset": in_process({}, False, n, size),
-            "MALLOC_TRIM_THRESHOLD_=65536": in_process({"MALLOC_TRIM_THRESHOLD_": "65536"}, False, n, size),
-            "set, then raise_malloc_thresholds()": in_process({"MALLOC_TRIM_THRESHOLD_": "65536"}, True, n, size)}
+    trim = {"glibc's defaults": in_process({}, False, n, size),
+            "MALLOC_TRIM_THRESHOLD_=65536 (Dask's nanny)": in_process({"MALLOC_TRIM_THRESHOLD_": "65536"}, False, n, size),
+            "raise_malloc_thresholds() (what build_visual does)": in_process({}, True, n, size),
+            "MALLOC_TRIM_THRESHOLD_=65536, then raise_malloc_thresholds()": in_process({"MALLOC_TRIM_THRESHOLD_": "65536"}, True, n, size)}
     threads_ms, procs_ms = two_tasks_in_threads(x, size), two_tasks_in_processes(n, size)
 
     cmd = "python bench/extract_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
     batches = args.batches.split(",")
     sweep = "\n".join(f"| {e} | " + " | ".join(f"{v:.1f}" for v in vals) + " |" for e, vals in rows)
-    base = trim["unset"]
+    base = trim["glibc's defaults"]
     trim_rows = "\n".join(f"| {k} | {v:.1f} | {v / base:.2f} |" for k, v in trim.items())
     text = f"""## CNN engine, batch size, heap and threads (`bench/extract_sweep.py`)
 
@@ -141,10 +145,11 @@ ms per frame by batch size (two warm-up batches excluded):
 | --- | {" | ".join("---:" for _ in batches)} |
 {sweep}
 
-Dask's nanny sets `MALLOC_TRIM_THRESHOLD_=65536` in its workers; glibc then mmaps every large tensor (graph, batch 4,
-fresh process each):
+glibc's heap (graph, batch 4, a fresh process each). Blocks over glibc's mmap threshold are mapped afresh for every
+batch: by default that threshold adapts but tops out at 32 MiB (at 320 px some activations are larger), and Dask's
+nanny setting `MALLOC_TRIM_THRESHOLD_=65536` freezes it at 128 KiB; `raise_malloc_thresholds()` sets 64 MiB:
 
-| heap | ms per frame | vs unset |
+| heap | ms per frame | vs glibc's defaults |
 | --- | ---: | ---: |
 {trim_rows}
 

@@ -25,11 +25,14 @@ def raise_malloc_thresholds() -> bool:
       pre-spawn-environ``), which also freezes the mmap threshold at 128 KiB: every activation tensor
       is then a fresh ``mmap``, and the CNN runs about 2x slower (docs/BENCHMARKS.md,
       bench/extract_sweep.py).
-    * Without it, glibc's own dynamic thresholds (at most 32 MiB) still hand the shard threads' large
-      buffers (a clip's decoded frames, 24 MB at 16 frames per segment; its 40 MB of frame features)
-      back to the kernel: on the AVE protocol's 60 clips the shard threads spent 6-8 s of system CPU,
-      2-3 s with the thresholds raised (docs/BENCHMARKS.md, issue 18).
+    * Without it, glibc's own dynamic mmap threshold tops out at 32 MiB. EfficientNet-Lite0 at 320 px,
+      batch 4, has activations above that (4 x 96 x 160 x 160 float32 is 39 MB), so every batch maps
+      them afresh: two processes x 300 frames took 11.1-11.5 s (7.3-7.8 s of it system CPU, ~4 M minor
+      page faults), and 6.8 s (no system CPU) with the thresholds raised. In the shard threads, each
+      clip's large buffers (24 MB of frames, 40 MB of frame features at 16 frames per segment) went the
+      same way: 6-8 s of system CPU on the AVE protocol's 60 clips, 2-3 s raised.
 
+    :func:`features.extractors.build_visual` calls it, so every process that runs the CNN has it.
     Process-wide and idempotent; the cost is up to 256 MiB of freed heap kept per arena. Values are
     unaffected (only where memory comes from changes).
     """

@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.compute_kind import claim_compute_kind, compute_kind
 from features.extractors import AudioConfig, VisualConfig, build_audio, build_visual
 from features.labels import segment_labels
-from features.malloc import raise_malloc_thresholds
 from features.plan import ClipJob, StorePlan
 from features.runtime import resolve_device
 from features.shard_claim import shard_claim
@@ -219,8 +218,6 @@ def _extract_shard(plan: StorePlan, shard: int, path: Path) -> ShardResult:
     cfg = plan.config
     spec = cfg.segment
     threads = _set_threads(plan)
-    if raise_malloc_thresholds():
-        log.debug("shard %d: raised glibc's malloc thresholds", shard)
     device = resolve_device(cfg.device)
     kind = compute_kind(device)
     claim_compute_kind(plan.store_dir, kind)  # refuses to add values of another compute kind to the store

@@ -68,7 +68,14 @@ def spec_of(cfg: VisualConfig | AudioConfig) -> ExtractorSpec:
 
 
 def build_visual(cfg: VisualConfig, device: str | torch.device = "cpu", input_size: int = 224) -> VisualExtractor:
-    """The frozen visual extractor ``cfg`` names, on ``device`` ("auto" = CUDA when present)."""
+    """The frozen visual extractor ``cfg`` names, on ``device`` ("auto" = CUDA when present).
+
+    Also raises this process's glibc malloc thresholds (:func:`features.malloc.raise_malloc_thresholds`):
+    at 320 px the CNN's largest activations exceed glibc's own mmap threshold, and without it every batch
+    maps them afresh (1.6x slower on the CPU, docs/BENCHMARKS.md)."""
+    from features.malloc import raise_malloc_thresholds
+
+    raise_malloc_thresholds()
     extractor = spec_of(cfg).build_function()(cfg, device, input_size)
     extractor.engine = cfg.engine
     return extractor

@@ -330,21 +330,27 @@ def faults():   # minor page faults of 5 allocations of a 32 MB buffer, each tou
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 first = faults()
-assert raise_malloc_thresholds() is True
+if sys.argv[1] == "raise":
+    assert raise_malloc_thresholds() is True
+else:
+    from features.extractors import VisualConfig, build_visual
+    build_visual(VisualConfig(), input_size=64)
 print(first, faults())
 """
 
 
-def test_raised_malloc_thresholds_reuse_heap_pages_instead_of_fresh_mmaps():
+@pytest.mark.parametrize("how", ["raise", "build_visual"])
+def test_raised_malloc_thresholds_reuse_heap_pages_instead_of_fresh_mmaps(how):
     """Under Dask's nanny setting (MALLOC_TRIM_THRESHOLD_=65536 freezes glibc's mmap threshold at 128 KiB)
-    every large buffer is a fresh mmap whose pages the kernel zeroes on first touch; after
-    raise_malloc_thresholds() (what each shard task calls) the same buffers reuse heap pages."""
+    every large buffer is a fresh mmap whose pages the kernel zeroes on first touch (so are buffers over
+    32 MiB, glibc's largest own threshold, whatever the setting); after raise_malloc_thresholds(), which
+    building the visual CNN calls, the same buffers reuse heap pages."""
     import platform
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt thresholds are glibc's")
     env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
-    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, how], env=env, capture_output=True, text=True, check=True)
     before, after = map(int, out.stdout.split())
     pages = 5 * (32 << 20) // 4096
     assert before >= 0.9 * pages, (before, after)   # every buffer faulted in afresh
