@@ -19,8 +19,7 @@ Logits: ℓ = ℓ^a + ℓ^v (a product of the two experts): the sound names its 
 object decides between them. Optional per-segment head [ṽ_t ; a_t] -> K + 1 (background).
 
 The trainer's losses: cross-entropy of ℓ, plus ``visual_loss_weight`` × that of ℓ^v
-(``HeadOutput.visual_logits``), which trains the region classifier on the cells α picks (in training
-its class scores are pooled with α detached, so it does not pull α toward them), plus
+(``HeadOutput.visual_logits``), which trains the region classifier on the cells α picks, plus
 ``absence_loss_weight`` × the absence loss on ``HeadOutput.region_presence`` = max_i p_{t,i}: a class
 the sound allows but the label rules out must show in no cell of the clip (see
 :func:`stan_head.train.absence_loss`). Without it the region classifier learns one member of a
@@ -119,12 +118,7 @@ class STAN(Head):
         # one d-wide projection per segment instead of one per cell.
         v_att = self.drop(self.proj_v(torch.einsum("btn,btnc->btc", alpha, regions)))  # (B,T,d)
         beta_v = masked_softmax(self.temporal_v(v_att, ctx_a), segment_mask, dim=-1)  # (B,T)
-        # In training the class scores are pooled with α detached: ℓ^v's cross-entropy trains the region
-        # classifier on the cells α picks, but does not pull α (nor the audio classifier through it) toward
-        # cells whose scores already favour the label, a silent distractor among them (DESIGN.md, "STAN
-        # head"). α still learns through ℓ and through β^v's input. Values are the same either way.
-        evidence_alpha = alpha.detach() if self.training else alpha
-        segment_evidence = torch.einsum("btn,btnk->btk", evidence_alpha, region_logits)  # (B,T,K)
+        segment_evidence = torch.einsum("btn,btnk->btk", alpha, region_logits)  # (B,T,K)
         visual_logits = torch.einsum("bt,btk->bk", beta_v, segment_evidence)
         segment_logits = None
         if self.segment_classifier is not None:
