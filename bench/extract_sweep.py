@@ -42,7 +42,7 @@ import json, sys, time, torch
 sys.path.insert(0, {repo!r})
 from features.extractors import VisualConfig, spec_of
 from features.malloc import raise_malloc_thresholds
-if {restore}:
+if {raise_thresholds}:
     raise_malloc_thresholds()
 torch.set_num_threads(1)
 cfg = VisualConfig()   # built through the registry, not build_visual, which would raise the thresholds itself
@@ -68,10 +68,10 @@ def per_frame_ms(ext, x: torch.Tensor, batch: int) -> float:
     return 1000 * (time.perf_counter() - t) / len(x)
 
 
-def in_process(env_extra: dict[str, str], restore: bool, n: int, size: int) -> float:
+def in_process(env_extra: dict[str, str], raise_thresholds: bool, n: int, size: int) -> float:
     """ms per frame (graph, batch 4, 1 thread) in a fresh process with ``env_extra``."""
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"} | env_extra
-    code = _ONE.format(repo=str(REPO), restore=restore, n=n, size=size)
+    code = _ONE.format(repo=str(REPO), raise_thresholds=raise_thresholds, n=n, size=size)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     return 1000 * json.loads(out.strip().splitlines()[-1]) / n
 
@@ -103,7 +103,7 @@ def two_tasks_in_threads(x: torch.Tensor, size: int) -> float:
 def two_tasks_in_processes(n: int, size: int) -> float:
     """Wall ms per frame: 2 processes started together, each timing its half (model build excluded), with the
     raised malloc thresholds as the library's processes have them."""
-    procs = [subprocess.Popen([sys.executable, "-c", _ONE.format(repo=str(REPO), restore=True, n=n // 2, size=size)],
+    procs = [subprocess.Popen([sys.executable, "-c", _ONE.format(repo=str(REPO), raise_thresholds=True, n=n // 2, size=size)],
                               stdout=subprocess.PIPE, text=True) for _ in range(2)]
     spans = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     return 1000 * max(spans) / n   # they overlap (start-up excluded from each span): the slower one is the wall
