@@ -25,7 +25,10 @@ class HeadOptions(BaseModel):
     outputs). STAN's spatial attention: ``attention_temperature`` τ divides its audio-visual
     agreement scores before the softmax over cells (smaller = sharper α), and
     ``attention_neighbourhood`` c weighs a cell's edge neighbours (c) and corner neighbours (c²)
-    when the agreement is pooled over 3×3 neighbourhoods (0 = no pooling).
+    when the agreement is pooled over 3×3 neighbourhoods (0 = no pooling), and ``region_dropout`` is
+    the dropout on each cell's normalised frozen feature in front of its region classifier (training
+    only: the classifier that α is built from learns each class from the ~20 clips a small training
+    split has of it, weakly, and without it memorises clip-specific cells; DESIGN.md "STAN head").
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -40,6 +43,8 @@ class HeadOptions(BaseModel):
                                          "before α's softmax over cells (smaller = sharper)")
     attention_neighbourhood: float = Field(0.5, ge=0.0, le=1.0, description="STAN: weight c of a cell's edge "
                                            "neighbours (c² the corners) when pooling the agreement; 0 = no pooling")
+    region_dropout: float = Field(0.5, ge=0.0, lt=1.0, description="STAN: dropout on each cell's normalised "
+                                  "frozen feature before the region classifier (training only)")
 
 
 class HeadSizes(HeadOptions):

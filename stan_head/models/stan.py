@@ -3,7 +3,8 @@
 What is heard: temporal attention over the audio segments, with the clip's mean audio as context,
     β^a = softmax_t(w_aᵀ tanh(U_a a_t + U_c ā)),  audio logits ℓ^a = W_a Σ_t β^a_t a_t,  q = softmax(ℓ^a).
 What each region shows: a linear classifier on every cell's (LayerNorm-ed) frozen feature,
-    p_{t,i} = softmax(W_r LN(v_{t,i})) over the K classes.
+    p_{t,i} = softmax(W_r LN(v_{t,i})) over the K classes (in training with dropout,
+    ``region_dropout``, on LN(v_{t,i}): it is learnt weakly from a few clips a class).
 Where: the cells whose class agrees with what is heard,
     g_{t,i} = log Σ_k q_k p_{t,i}(k),   α_t = softmax_i(S(g_t) / τ),
 where S pools the agreement over each cell's 3×3 neighbourhood (weights 1 / c / c² for the cell, its
@@ -89,6 +90,7 @@ class STAN(Head):
         self.temporal_v = AdditiveScore(d, d, config.attn_dim)
         self.audio_classifier = nn.Linear(d, k)
         self.region_classifier = nn.Sequential(nn.LayerNorm(config.visual_dim), nn.Linear(config.visual_dim, k))
+        self.region_dropout = nn.Dropout(config.region_dropout)  # between the two: the weights keep their names
         self.register_buffer("kernel", neighbourhood_kernel(config.attention_neighbourhood), persistent=False)
         self.segment_classifier = segment_classifier(config, 2 * d)
 
@@ -107,7 +109,8 @@ class STAN(Head):
         audio_logits = self.audio_classifier(torch.einsum("bt,btd->bd", beta_a, a))  # (B,K)
 
         # What each region shows, and where it agrees with the sound.
-        region_logits = self.region_classifier(regions)  # (B,T,N,K)
+        norm, linear = self.region_classifier
+        region_logits = linear(self.region_dropout(norm(regions)))  # (B,T,N,K)
         score = agreement(audio_logits, region_logits)  # (B,T,N)
         if self.config.attention_neighbourhood > 0:
             score = pool_neighbourhood(score, self.kernel, h, w)

@@ -89,6 +89,25 @@ def test_a_sound_shared_by_two_classes_points_at_the_one_that_is_visible_and_the
     assert out.logits.argmax(-1).item() == 1  # the attended object can
 
 
+def test_region_dropout_masks_the_cells_features_in_training_and_never_in_evaluation():
+    head = _known_head()
+    assert head.config.region_dropout == 0.5  # the default
+    scene = _scene({(1, 1): 0, (2, 4): 2}, heard=[0])
+    with torch.no_grad():
+        evaluated = head(*scene)
+        head.train()
+        torch.manual_seed(0)
+        trained = head(*scene)
+        head.region_dropout.p = 0.0  # the same weights with the dropout off: training-mode α is evaluation's
+        undropped = head(*scene)
+    assert torch.equal(evaluated.alpha, undropped.alpha)
+    assert torch.equal(evaluated.region_presence, undropped.region_presence)
+    # half the cells' normalised features are zeroed (the rest doubled): the region classifier's view
+    # changes, and α is still a distribution over each segment's cells
+    assert (trained.region_presence - evaluated.region_presence).abs().max() > 0.1
+    assert torch.allclose(trained.alpha.sum((-1, -2)), torch.ones(1, T), atol=1e-5)
+
+
 def test_the_absence_loss_charges_a_shown_sound_alike_and_nothing_else():
     """Sound shared by classes 0 and 1, label 1. Showing class 0 (the sound-alike the label rules
     out) costs q_0 · −log(1 − P_0) per segment; showing the label itself, or class 2 that the sound
