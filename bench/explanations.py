@@ -260,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `python bench/explanations.py --work WORK` — machine: {platform.machine()}, "
         f"{platform.python_version()}. Every figure comes from the CLI defaults (`wherewhen train`, "
-        "`wherewhen evaluate`), one run per head and preset; the held-out presets were never used to choose anything. "
+        "`wherewhen evaluate`), one run per head and preset; the held-out presets were never used to choose what the code does now "
+        "(one candidate, α detached in the visual evidence, was reverted in stop 25 after this bench showed it worse: "
+        "DESIGN.md records it). "
         "Columns are whatever each report.json holds per explainer (nested figures flattened with dots).",
         "",
     ]
