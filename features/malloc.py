@@ -6,16 +6,20 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-__all__ = ["raise_malloc_thresholds"]
+__all__ = ["EXTRACT_MMAP_BYTES", "EXTRACT_TRIM_BYTES", "HEAD_MMAP_BYTES", "HEAD_TRIM_BYTES", "raise_malloc_thresholds"]
 
-#: glibc mallopt parameters (malloc.h) and the values set.
+#: glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_THRESHOLD_BYTES, _TRIM_THRESHOLD_BYTES = 64 << 20, 256 << 20
+#: the values extraction sets (build_visual).
+EXTRACT_MMAP_BYTES, EXTRACT_TRIM_BYTES = 64 << 20, 256 << 20
+#: the values the head's training sets (stan_head.train.train_head): a batch's cell tensors, 82 MB at batch 16
+#: of 10x10x1280 maps, come from the heap, not from fresh pages the kernel zeroes at every step.
+HEAD_MMAP_BYTES, HEAD_TRIM_BYTES = 1 << 30, 1 << 30
 
 
-def raise_malloc_thresholds() -> bool:
-    """Set glibc's mmap threshold to 64 MiB and its trim threshold to 256 MiB in this process; True when set
-    (False where the C library is not glibc).
+def raise_malloc_thresholds(mmap_bytes: int = EXTRACT_MMAP_BYTES, trim_bytes: int = EXTRACT_TRIM_BYTES) -> bool:
+    """Set glibc's mmap threshold to ``mmap_bytes`` (64 MiB) and its trim threshold to ``trim_bytes``
+    (256 MiB) in this process; True when set (False where the C library is not glibc).
 
     Blocks under the mmap threshold come from the heap, and freed heap memory under the trim threshold
     is kept for the next allocation, so the pages are touched once, not zeroed again by the kernel for
@@ -32,13 +36,18 @@ def raise_malloc_thresholds() -> bool:
       clip's large buffers (24 MB of frames, 40 MB of frame features at 16 frames per segment) went the
       same way: 6-8 s of system CPU on the AVE protocol's 60 clips, 2-3 s raised.
 
+    * Head training: STAN's cell tensors at batch 16 (16 x 10 x 100 x 1280 float32 at 320 px) are 82 MB,
+      above 64 MiB; :func:`stan_head.train.train_head` sets 1 GiB and 1 GiB. On the hard preset's default
+      store (152 training clips, 2 threads) a training step took 318 ms instead of 443 ms, and 63 ms instead
+      of 132 ms with the region dropout off (docs/BENCHMARKS.md, under "Head training").
+
     :func:`features.extractors.build_visual` calls it, so every process that runs the CNN has it.
-    Process-wide and idempotent; the cost is up to 256 MiB of freed heap kept per arena. Values are
-    unaffected (only where memory comes from changes).
+    Process-wide and idempotent (the last call wins); the cost is up to ``trim_bytes`` of freed heap kept
+    per arena. Values are unaffected (only where memory comes from changes).
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES) and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, mmap_bytes) and libc.mallopt(_M_TRIM_THRESHOLD, trim_bytes)
     except (OSError, AttributeError):   # not glibc
         return False
     return bool(ok)

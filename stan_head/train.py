@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
+from features.malloc import HEAD_MMAP_BYTES, HEAD_TRIM_BYTES, raise_malloc_thresholds
 from features.runtime import resolve_device, torch_threads
 from features.store import FeatureStore
 from stan_head import checkpoint
@@ -231,6 +232,7 @@ def train_head(config: TrainConfig) -> TrainSummary:
     """Train ``config.model`` on ``config.store`` into the run folder ``config.out``; see the module docstring."""
     t_start = time.perf_counter()
     device = resolve_device(config.device)
+    raise_malloc_thresholds(HEAD_MMAP_BYTES, HEAD_TRIM_BYTES)  # the batches' cell tensors come from the heap
     store = FeatureStore.open(config.store)
     card = store.card
     run_dir = Path(config.out)

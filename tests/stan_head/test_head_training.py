@@ -253,3 +253,42 @@ def test_stan_alpha_finds_the_sounding_region(tiny_store, tmp_path):
     summary = train_head(_cfg(tiny_store, tmp_path / "stan", epochs=30, head=head))
     assert summary.best_epoch > 10, "ties in val accuracy are broken by val loss, so training goes on"
     assert _alpha_hits(summary.run_dir, tiny_store) > 0.3
+
+
+_TRAIN_HEAP_PROBE = """
+import resource, sys
+from pathlib import Path
+import numpy as np
+from stan_head.train import TrainConfig, train_head
+from stan_head.models import HeadOptions
+
+(getattr(np, "_core", None) or np.core).multiarray._set_madvise_hugepage(False)   # 4 KiB pages: faults count pages
+
+def faults():   # minor page faults of 5 allocations of a 96 MB buffer (a batch of 10x10x1280 cells), touched, freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        np.ones(96 << 20, np.uint8)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+first = faults()
+train_head(TrainConfig(store=Path(sys.argv[1]), out=Path(sys.argv[2]), epochs=1, min_steps=0, num_threads=1,
+                       progress=False, head=HeadOptions(d_model=16, attn_dim=8, hidden_dim=16, lstm_hidden=8)))
+print(first, faults())
+"""
+
+
+def test_training_takes_large_batch_tensors_from_the_heap_not_fresh_pages(tiny_store, tmp_path):
+    """Above glibc's own largest mmap threshold (32 MiB) every buffer is a fresh mmap that the kernel zeroes
+    on first touch: STAN's cell tensors at batch 16 are 82 MB. After train_head has run, a process's buffers
+    of that size reuse heap pages (features.malloc.raise_malloc_thresholds, 1 GiB)."""
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt thresholds are glibc's")
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", _TRAIN_HEAP_PROBE, str(tiny_store), str(tmp_path / "run")],
+                         capture_output=True, text=True, check=True, cwd=repo, timeout=300)
+    before, after = map(int, out.stdout.split())
+    pages = 5 * (96 << 20) // 4096
+    assert before >= 0.9 * pages, (before, after)   # every buffer faulted in afresh
+    assert after < 0.5 * pages, (before, after)     # at most the first one
