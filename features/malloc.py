@@ -12,8 +12,8 @@ __all__ = ["EXTRACT_MMAP_BYTES", "EXTRACT_TRIM_BYTES", "HEAD_MMAP_BYTES", "HEAD_
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 #: the values extraction sets (build_visual).
 EXTRACT_MMAP_BYTES, EXTRACT_TRIM_BYTES = 64 << 20, 256 << 20
-#: the values the head's training sets (stan_head.train.train_head): a batch's cell tensors, 82 MB at batch 16
-#: of 10x10x1280 maps, come from the heap, not from fresh pages the kernel zeroes at every step.
+#: the values the head's training and evaluation set (train_head, evaluate_run): a batch's cell tensors, 82 MB at
+#: batch 16 of 10x10x1280 maps, come from the heap, not from fresh pages the kernel zeroes at every step.
 HEAD_MMAP_BYTES, HEAD_TRIM_BYTES = 1 << 30, 1 << 30
 
 
@@ -40,6 +40,8 @@ def raise_malloc_thresholds(mmap_bytes: int = EXTRACT_MMAP_BYTES, trim_bytes: in
       above 64 MiB; :func:`stan_head.train.train_head` sets 1 GiB and 1 GiB. On the hard preset's default
       store (152 training clips, 2 threads) a training step took 318 ms instead of 443 ms, and 63 ms instead
       of 132 ms with the region dropout off (docs/BENCHMARKS.md, under "Head training").
+      :func:`stan_head.evaluation.evaluate.evaluate_run` sets the same (Grad-CAM's batches of 32 clips are
+      164 MB): the default explainers on dev-move's 88 test clips took 41 s instead of 95 s, same report.
 
     :func:`features.extractors.build_visual` calls it, so every process that runs the CNN has it.
     Process-wide and idempotent (the last call wins); the cost is up to ``trim_bytes`` of freed heap kept

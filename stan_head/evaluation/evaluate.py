@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from features.clip import ClipFeaturizer
 from features.geometry import GridGeometry
+from features.malloc import HEAD_MMAP_BYTES, HEAD_TRIM_BYTES, raise_malloc_thresholds
 from features.runtime import resolve_device
 from features.store import FeatureStore
 from stan_head.batch import HeadBatch
@@ -200,6 +201,7 @@ def evaluate_run(config: EvaluateConfig) -> EvaluationSummary:
     Returns:
         :class:`EvaluationSummary` (report paths, accuracy, headline metrics, reliability α).
     """
+    raise_malloc_thresholds(HEAD_MMAP_BYTES, HEAD_TRIM_BYTES)  # explainer batches' cell tensors come from the heap
     with contextlib.ExitStack() as stack:
         return _evaluate(config, stack)
 

@@ -255,12 +255,13 @@ def test_stan_alpha_finds_the_sounding_region(tiny_store, tmp_path):
     assert _alpha_hits(summary.run_dir, tiny_store) > 0.3
 
 
-_TRAIN_HEAP_PROBE = """
+_HEAD_HEAP_PROBE = """
 import resource, sys
 from pathlib import Path
 import numpy as np
-from stan_head.train import TrainConfig, train_head
+from stan_head.evaluation.evaluate import EvaluateConfig, evaluate_run
 from stan_head.models import HeadOptions
+from stan_head.train import TrainConfig, train_head
 
 (getattr(np, "_core", None) or np.core).multiarray._set_madvise_hugepage(False)   # 4 KiB pages: faults count pages
 
@@ -271,22 +272,32 @@ def faults():   # minor page faults of 5 allocations of a 96 MB buffer (a batch 
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 first = faults()
-train_head(TrainConfig(store=Path(sys.argv[1]), out=Path(sys.argv[2]), epochs=1, min_steps=0, num_threads=1,
-                       progress=False, head=HeadOptions(d_model=16, attn_dim=8, hidden_dim=16, lstm_hidden=8)))
+store, out = Path(sys.argv[2]), Path(sys.argv[3])
+if sys.argv[1] == "train":
+    train_head(TrainConfig(store=store, out=out, epochs=1, min_steps=0, num_threads=1, progress=False,
+                           head=HeadOptions(d_model=16, attn_dim=8, hidden_dim=16, lstm_hidden=8)))
+else:
+    evaluate_run(EvaluateConfig(run=out, store=store, out=Path(sys.argv[4]), explainers=("attention",), overlays=0,
+                                device="cpu"))
 print(first, faults())
 """
 
 
-def test_training_takes_large_batch_tensors_from_the_heap_not_fresh_pages(tiny_store, tmp_path):
+@pytest.mark.parametrize("step", ["train", "evaluate"])
+def test_training_and_evaluation_take_large_batch_tensors_from_the_heap_not_fresh_pages(step, stan_run, tiny_store,
+                                                                                       tmp_path):
     """Above glibc's own largest mmap threshold (32 MiB) every buffer is a fresh mmap that the kernel zeroes
-    on first touch: STAN's cell tensors at batch 16 are 82 MB. After train_head has run, a process's buffers
-    of that size reuse heap pages (features.malloc.raise_malloc_thresholds, 1 GiB)."""
+    on first touch: STAN's cell tensors at batch 16 are 82 MB, Grad-CAM's batches of 32 clips 164 MB. After
+    train_head or evaluate_run has run, a process's buffers of that size reuse heap pages
+    (features.malloc.raise_malloc_thresholds, 1 GiB)."""
     import platform
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt thresholds are glibc's")
     repo = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", _TRAIN_HEAP_PROBE, str(tiny_store), str(tmp_path / "run")],
+    run = tmp_path / "run" if step == "train" else stan_run[0]
+    out = subprocess.run([sys.executable, "-c", _HEAD_HEAP_PROBE, step, str(tiny_store), str(run),
+                          str(tmp_path / "report")],
                          capture_output=True, text=True, check=True, cwd=repo, timeout=300)
     before, after = map(int, out.stdout.split())
     pages = 5 * (96 << 20) // 4096
