@@ -21,6 +21,7 @@ from features.clip import ClipFeaturizer
 from features.compute_kind import ComputeKindMismatch
 from features.extract import ExtractConfig, extract_features, plan_store
 from features.store import FeatureStore, clip_sha256, shard_path
+from heap_probe import assert_fresh_then_reused, faults_around
 from pipelines.build import BuildConfig, build_dataset
 from pipelines.sources.synthetic import SyntheticSource
 
@@ -316,26 +317,13 @@ def _decoder_children(proc) -> list:
     return [c for c in proc.children(recursive=True) if "pipelines.media" in " ".join(c.cmdline())]
 
 
-_HEAP_PROBE = """
-import resource, sys
-import numpy as np
-from features.malloc import raise_malloc_thresholds
-
-(getattr(np, "_core", None) or np.core).multiarray._set_madvise_hugepage(False)   # 4 KiB pages: faults count pages
-
-def faults():   # minor page faults of 5 allocations of a 32 MB buffer, each touched, then freed
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):
-        np.ones(32 << 20, np.uint8)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-first = faults()
+_RAISE_STEP = """
 if sys.argv[1] == "raise":
+    from features.malloc import raise_malloc_thresholds
     assert raise_malloc_thresholds() is True
 else:
     from features.extractors import VisualConfig, build_visual
     build_visual(VisualConfig(), input_size=64)
-print(first, faults())
 """
 
 
@@ -349,12 +337,8 @@ def test_raised_malloc_thresholds_reuse_heap_pages_instead_of_fresh_mmaps(how):
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt thresholds are glibc's")
-    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
-    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, how], env=env, capture_output=True, text=True, check=True)
-    before, after = map(int, out.stdout.split())
-    pages = 5 * (32 << 20) // 4096
-    assert before >= 0.9 * pages, (before, after)   # every buffer faulted in afresh
-    assert after < 0.5 * pages, (before, after)     # at most the first one
+    before, after = faults_around(_RAISE_STEP, [how], 32 << 20, {"MALLOC_TRIM_THRESHOLD_": "65536"})
+    assert_fresh_then_reused(before, after, 32 << 20)
 
 
 def test_resume_on_another_cpu_kind_is_refused_naming_both(tiny_dataset, tmp_path):

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from features.store import FeatureStore
+from heap_probe import assert_fresh_then_reused, faults_around
 from stan_head.checkpoint import StoreMismatchError, load_run
 from stan_head.data import load_split
 from stan_head.models import HeadOptions
@@ -255,23 +256,12 @@ def test_stan_alpha_finds_the_sounding_region(tiny_store, tmp_path):
     assert _alpha_hits(summary.run_dir, tiny_store) > 0.3
 
 
-_HEAD_HEAP_PROBE = """
-import resource, sys
+_HEAD_STEP = """
 from pathlib import Path
-import numpy as np
 from stan_head.evaluation.evaluate import EvaluateConfig, evaluate_run
 from stan_head.models import HeadOptions
 from stan_head.train import TrainConfig, train_head
 
-(getattr(np, "_core", None) or np.core).multiarray._set_madvise_hugepage(False)   # 4 KiB pages: faults count pages
-
-def faults():   # minor page faults of 5 allocations of a 96 MB buffer (a batch of 10x10x1280 cells), touched, freed
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):
-        np.ones(96 << 20, np.uint8)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-first = faults()
 store, out = Path(sys.argv[2]), Path(sys.argv[3])
 if sys.argv[1] == "train":
     train_head(TrainConfig(store=store, out=out, epochs=1, min_steps=0, num_threads=1, progress=False,
@@ -279,7 +269,6 @@ if sys.argv[1] == "train":
 else:
     evaluate_run(EvaluateConfig(run=out, store=store, out=Path(sys.argv[4]), explainers=("attention",), overlays=0,
                                 device="cpu"))
-print(first, faults())
 """
 
 
@@ -288,18 +277,12 @@ def test_training_and_evaluation_take_large_batch_tensors_from_the_heap_not_fres
                                                                                        tmp_path):
     """Above glibc's own largest mmap threshold (32 MiB) every buffer is a fresh mmap that the kernel zeroes
     on first touch: STAN's cell tensors at batch 16 are 82 MB, Grad-CAM's batches of 32 clips 164 MB. After
-    train_head or evaluate_run has run, a process's buffers of that size reuse heap pages
+    train_head or evaluate_run has run, a process's buffers of that size (96 MB here) reuse heap pages
     (features.malloc.raise_malloc_thresholds, 1 GiB)."""
     import platform
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt thresholds are glibc's")
-    repo = Path(__file__).resolve().parents[2]
     run = tmp_path / "run" if step == "train" else stan_run[0]
-    out = subprocess.run([sys.executable, "-c", _HEAD_HEAP_PROBE, step, str(tiny_store), str(run),
-                          str(tmp_path / "report")],
-                         capture_output=True, text=True, check=True, cwd=repo, timeout=300)
-    before, after = map(int, out.stdout.split())
-    pages = 5 * (96 << 20) // 4096
-    assert before >= 0.9 * pages, (before, after)   # every buffer faulted in afresh
-    assert after < 0.5 * pages, (before, after)     # at most the first one
+    before, after = faults_around(_HEAD_STEP, [step, str(tiny_store), str(run), str(tmp_path / "report")], 96 << 20)
+    assert_fresh_then_reused(before, after, 96 << 20)
