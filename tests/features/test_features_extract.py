@@ -21,7 +21,6 @@ from features.clip import ClipFeaturizer
 from features.compute_kind import ComputeKindMismatch
 from features.extract import ExtractConfig, extract_features, plan_store
 from features.store import FeatureStore, clip_sha256, shard_path
-from heap_probe import assert_fresh_then_reused, faults_around
 from pipelines.build import BuildConfig, build_dataset
 from pipelines.sources.synthetic import SyntheticSource
 
@@ -334,6 +333,8 @@ def test_raised_malloc_thresholds_reuse_heap_pages_instead_of_fresh_mmaps(how):
     32 MiB, glibc's largest own threshold, whatever the setting); after raise_malloc_thresholds(), which
     building the visual CNN calls, the same buffers reuse heap pages."""
     import platform
+
+    from heap_probe import assert_fresh_then_reused, faults_around  # here: a child imports this module without tests/
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt thresholds are glibc's")
