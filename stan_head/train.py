@@ -61,6 +61,12 @@ class TrainConfig(BaseModel):
     "Training length"). Hence the batch of 16, and ``min_steps`` (300): a training split too small to
     reach it in ``epochs`` gets more epochs. Larger splits are unaffected by ``min_steps``.
 
+    Attention warm-up (on by default; STAN only): α's temperature starts at
+    ``attention_warmup_temperature`` (4.0, a soft α) and falls geometrically to the head's τ over
+    ``attention_warmup_steps`` (150): early in training the visual-evidence loss then teaches the region
+    classifier from the whole frame, instead of from the few cells the untrained classifier happened to
+    pick (:func:`attention_temperature_at`; DESIGN.md, "Attention warm-up").
+
     Auxiliary losses (both off by default): ``segment_loss_weight`` adds the per-segment
     cross-entropy over event/background labels (needs ``head.segment_head``);
     ``attention_entropy_weight`` adds the mean entropy of α (nats) over valid segments, which
@@ -93,6 +99,11 @@ class TrainConfig(BaseModel):
     segment_loss_weight: float = Field(0.0, ge=0, description="weight of the per-segment event/background "
                                        "cross-entropy (needs --head-segment-head)")
     attention_entropy_weight: float = Field(0.0, ge=0, description="weight of α's mean entropy (sharpens α)")
+    attention_warmup_temperature: float | None = Field(4.0, gt=0, description="STAN: α's temperature at the first "
+                                                       "step, annealed geometrically to the head's attention_temperature "
+                                                       "over attention_warmup_steps")
+    attention_warmup_steps: int = Field(150, ge=0, description="optimiser steps of the α temperature warm-up; "
+                                        "0 = none (the head's τ throughout)")
     patience: int = Field(8, ge=0, description="epochs without a better val accuracy before stopping; 0 = never")
     train_split: str = Field("train", description="split the head learns from")
     val_split: str = Field("val", description="split that picks the best epoch and stops early")
@@ -144,6 +155,20 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_ra
     span = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
     return base_lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def attention_temperature_at(step: int, start: float | None, end: float, steps: int) -> float | None:
+    """α's temperature at optimiser step ``step`` of the warm-up: ``start`` at step 0, geometrically to ``end``
+    at ``steps``, then ``end``. None when there is no warm-up (``start`` None or ``steps`` 0): the head's own τ.
+
+    Why: with the sharp τ from the first step, α commits to whichever cells the untrained region classifier
+    happens to call the heard class, and the visual-evidence loss then teaches the classifier those cells
+    (distractors, background): a soft α spreads the early evidence over the frame until the classifier has
+    learnt the objects (DESIGN.md, "Attention warm-up").
+    """
+    if start is None or steps <= 0 or step >= steps:
+        return None
+    return start * (end / start) ** (step / steps)
 
 
 def epochs_to_run(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
@@ -368,7 +393,9 @@ def _train_epoch(
         lr = lr_at(step, total_steps, warmup_steps, config.lr, config.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        out = head(b.visual, b.audio, b.segment_mask)
+        tau = attention_temperature_at(step, config.attention_warmup_temperature,
+                                       config.head.attention_temperature, config.attention_warmup_steps)
+        out = head(b.visual, b.audio, b.segment_mask, attention_temperature=tau)
         loss = compute_loss(out, b.label, b.segment_mask, b.segment_label, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -424,4 +451,4 @@ def _train_epoch(
     log.debug("epoch %d: %s", epoch, record)
 
 
-__all__ = ["TrainConfig", "TrainSummary", "attention_entropy", "compute_loss", "epochs_to_run", "evaluate_split", "lr_at", "train_head"]
+__all__ = ["TrainConfig", "TrainSummary", "attention_entropy", "attention_temperature_at", "compute_loss", "epochs_to_run", "evaluate_split", "lr_at", "train_head"]

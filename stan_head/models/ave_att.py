@@ -49,8 +49,10 @@ class AVEAtt(Head):
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return out  # (B,T,2·hid), zeros on padded steps
 
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor) -> HeadOutput:
-        """visual (B,T,H,W,Cv), audio (B,T,Ca), segment_mask bool (B,T) -> HeadOutput."""
+    def forward(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor,
+                attention_temperature: float | None = None) -> HeadOutput:
+        """visual (B,T,H,W,Cv), audio (B,T,Ca), segment_mask bool (B,T) -> HeadOutput (AVE's attention has no
+        temperature: ``attention_temperature`` is ignored)."""
         self.check_inputs(visual, audio, segment_mask)
         b, t, h, w, cv = visual.shape
         n = h * w

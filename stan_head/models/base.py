@@ -113,7 +113,11 @@ class Head(nn.Module):
         self.proj_a = input_projection(self.config.audio_dim, d)
         self.drop = nn.Dropout(self.config.dropout)
 
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor) -> HeadOutput:  # pragma: no cover - abstract
+    def forward(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor,
+                attention_temperature: float | None = None) -> HeadOutput:  # pragma: no cover - abstract
+        """``attention_temperature``: the temperature of the head's spatial attention for this call (a
+        training schedule's, :func:`stan_head.train.attention_temperature_at`); None = the configured one.
+        Heads without a temperature of their own ignore it."""
         raise NotImplementedError
 
     def check_inputs(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor) -> None:

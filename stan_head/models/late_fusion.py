@@ -25,8 +25,10 @@ class LateFusion(Head):
         self.classifier = mlp(2 * d, config.hidden_dim, config.num_classes, config.dropout)
         self.segment_classifier = segment_classifier(config, 2 * d)
 
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor) -> HeadOutput:
-        """visual (B,T,H,W,Cv), audio (B,T,Ca), segment_mask bool (B,T) -> HeadOutput."""
+    def forward(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor,
+                attention_temperature: float | None = None) -> HeadOutput:
+        """visual (B,T,H,W,Cv), audio (B,T,Ca), segment_mask bool (B,T) -> HeadOutput (no attention:
+        ``attention_temperature`` is ignored)."""
         self.check_inputs(visual, audio, segment_mask)
         b, t, h, w, _ = visual.shape
         v_seg = visual.mean(dim=(2, 3))  # (B,T,Cv)

@@ -25,6 +25,9 @@ The trainer's losses: cross-entropy of ℓ, plus ``visual_loss_weight`` × that 
 the sound allows but the label rules out must show in no cell of the clip (see
 :func:`stan_head.train.absence_loss`). Without it the region classifier learns one member of a
 sound-sharing pair by its look and the other as "anything else", and α for the other sits on background.
+The trainer also warms α up: ``forward(..., attention_temperature=...)`` replaces τ for one call, and
+training starts from a soft α that sharpens to τ (:func:`stan_head.train.attention_temperature_at`), so the
+untrained region classifier's first guesses do not decide which cells the visual-evidence loss teaches.
 """
 
 from __future__ import annotations
@@ -94,8 +97,13 @@ class STAN(Head):
         self.register_buffer("kernel", neighbourhood_kernel(config.attention_neighbourhood), persistent=False)
         self.segment_classifier = segment_classifier(config, 2 * d)
 
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor) -> HeadOutput:
-        """visual (B,T,H,W,Cv), audio (B,T,Ca), segment_mask bool (B,T) -> HeadOutput."""
+    def forward(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor,
+                attention_temperature: float | None = None) -> HeadOutput:
+        """visual (B,T,H,W,Cv), audio (B,T,Ca), segment_mask bool (B,T) -> HeadOutput.
+
+        ``attention_temperature`` replaces τ for this call (the trainer's warm-up schedule); None = the
+        configured ``attention_temperature``.
+        """
         self.check_inputs(visual, audio, segment_mask)
         b, t, h, w, cv = visual.shape
         n = h * w
@@ -114,7 +122,8 @@ class STAN(Head):
         score = agreement(audio_logits, region_logits)  # (B,T,N)
         if self.config.attention_neighbourhood > 0:
             score = pool_neighbourhood(score, self.kernel, h, w)
-        alpha = torch.softmax(score / self.config.attention_temperature, dim=-1)
+        tau = self.config.attention_temperature if attention_temperature is None else attention_temperature
+        alpha = torch.softmax(score / tau, dim=-1)
         alpha = torch.where(segment_mask.unsqueeze(-1), alpha, torch.full_like(alpha, 1.0 / n))
 
         # When (vision), visual evidence and the fused prediction. Pooling before projecting costs

@@ -21,7 +21,7 @@ from heap_probe import assert_fresh_then_reused, faults_around
 from stan_head.checkpoint import StoreMismatchError, load_run
 from stan_head.data import load_split
 from stan_head.models import HeadOptions
-from stan_head.train import TrainConfig, epochs_to_run, lr_at, train_head
+from stan_head.train import TrainConfig, attention_temperature_at, epochs_to_run, lr_at, train_head
 
 SMALL = HeadOptions(d_model=16, attn_dim=8, hidden_dim=16, lstm_hidden=8, dropout=0.1)
 
@@ -136,6 +136,51 @@ def test_lr_schedule_warms_up_then_decays():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert lrs[-1] == pytest.approx(0.01, abs=1e-3)
+
+
+def test_attention_warmup_falls_geometrically_from_its_start_to_the_heads_temperature():
+    taus = [attention_temperature_at(s, 4.0, 0.25, 150) for s in range(200)]
+    assert taus[0] == pytest.approx(4.0)
+    assert taus[75] == pytest.approx(1.0)  # half-way: the geometric mean of 4 and 0.25
+    assert all(a > b for a, b in zip(taus[:149], taus[1:150]))
+    assert taus[149] == pytest.approx(4.0 * (0.25 / 4.0) ** (149 / 150))
+    assert taus[150:] == [None] * 50  # after the warm-up: the head's own τ
+    assert attention_temperature_at(0, None, 0.25, 150) is None
+    assert attention_temperature_at(0, 4.0, 0.25, 0) is None
+
+
+def test_training_follows_the_attention_warmup(tiny_store, tmp_path, monkeypatch):
+    """The trainer hands the schedule's τ to the head at every step, and the head's own τ once it ends."""
+    from stan_head.models.stan import STAN
+
+    seen: list[float | None] = []
+    forward = STAN.forward
+
+    def recording(self, visual, audio, segment_mask, attention_temperature=None):
+        if self.training:
+            seen.append(attention_temperature)
+        return forward(self, visual, audio, segment_mask, attention_temperature=attention_temperature)
+
+    monkeypatch.setattr(STAN, "forward", recording)
+    train_head(_cfg(tiny_store, tmp_path / "w", epochs=2, attention_warmup_temperature=2.0, attention_warmup_steps=3))
+    assert len(seen) > 3
+    assert seen[:3] == [pytest.approx(attention_temperature_at(s, 2.0, SMALL.attention_temperature, 3)) for s in range(3)]
+    assert seen[3:] == [None] * (len(seen) - 3)
+
+
+def test_a_soft_attention_warmup_changes_training_and_none_leaves_it_alone(tiny_store, tmp_path):
+    """A warm-up from the head's own τ is no warm-up (same weights as none); a soft start trains differently."""
+    runs = {
+        name: load_file(str(train_head(_cfg(tiny_store, tmp_path / name, epochs=2, **kw)).run_dir / "last.safetensors"))
+        for name, kw in {
+            "none": dict(attention_warmup_steps=0),
+            "same": dict(attention_warmup_temperature=SMALL.attention_temperature, attention_warmup_steps=50),
+            "soft": dict(attention_warmup_temperature=4.0, attention_warmup_steps=50),
+        }.items()
+    }
+    model = [k for k in runs["none"] if k.startswith("model.")]
+    assert all(torch.allclose(runs["none"][k], runs["same"][k], atol=1e-6) for k in model)
+    assert any(not torch.allclose(runs["none"][k], runs["soft"][k], atol=1e-4) for k in model)
 
 
 @pytest.mark.slow

@@ -89,6 +89,21 @@ def test_a_sound_shared_by_two_classes_points_at_the_one_that_is_visible_and_the
     assert out.logits.argmax(-1).item() == 1  # the attended object can
 
 
+def test_a_temperature_given_for_the_call_replaces_tau_and_none_keeps_it():
+    head = _known_head()
+    scene = _scene({(1, 1): 0, (2, 4): 2}, heard=[0])
+    with torch.no_grad():
+        default = head(*scene)
+        same = head(*scene, attention_temperature=head.config.attention_temperature)
+        soft = head(*scene, attention_temperature=4.0)
+        softer = head(*scene, attention_temperature=1e4)
+    assert torch.equal(default.alpha, same.alpha)
+    # the same peak, far less of the mass on it: the warm-up's soft α spreads over the frame
+    assert _argmax_cell(soft.alpha) == {(1, 1)}
+    assert (soft.alpha[0, :, 1, 1] < 0.5 * default.alpha[0, :, 1, 1]).all()
+    assert torch.allclose(softer.alpha, torch.full_like(softer.alpha, 1.0 / (H * W)), atol=1e-3)
+
+
 def test_region_dropout_masks_the_cells_features_in_training_and_never_in_evaluation():
     head = _known_head()
     assert head.config.region_dropout == 0.5  # the default
