@@ -156,15 +156,17 @@ def fmt(value: Any) -> str:
 
 def acceptance(report: dict[str, Any]) -> str:
     """Issue 13's STAN acceptance on one report: accuracy ≥ 0.95, α pointing ≥ 0.85 and ≥ 2× centre, β^a ≥ 0.90;
-    on the visual path α's deletion AUC ≤ 0.7× random's and insertion AUC ≥ 1.3× random's; where STEP ran,
-    STEP's pointing ≥ Grad-CAM's and ≥ 2× random's (on fewer clips: the first ``--step-clips``)."""
+    on the visual path α's deletion AUC ≤ 0.7× random's and insertion AUC ≥ 1.3× random's, on each test of
+    the visual evidence the report has (per segment, ``visual_segment_evidence``, and pooled over the clip,
+    ``visual_evidence``); where STEP ran, STEP's pointing ≥ Grad-CAM's and ≥ 2× random's (on fewer clips:
+    the first ``--step-clips``)."""
     scores = report.get("scores", {})
     att, centre, rnd = scores.get("attention", {}), scores.get("centre", {}), scores.get("random", {})
     acc, point, ctr, tp = report.get("accuracy"), att.get("pointing"), centre.get("pointing"), att.get("temporal_pointing")
     a_auc, r_auc = att.get("auc", {}), rnd.get("auc", {})
 
-    def ratio(curve: str) -> float | None:
-        a, r = a_auc.get(f"{curve}_visual_evidence"), r_auc.get(f"{curve}_visual_evidence")
+    def ratio(curve: str, test: str) -> float | None:
+        a, r = a_auc.get(f"{curve}_{test}"), r_auc.get(f"{curve}_{test}")
         return None if a is None or not r else a / r
 
     checks = [
@@ -173,11 +175,12 @@ def acceptance(report: dict[str, Any]) -> str:
         ("α pointing ≥ 2× centre", point is not None and ctr is not None and point >= 2 * ctr),
         ("β^a temporal pointing ≥ 0.90", tp is not None and tp >= 0.90),
     ]
-    deletion, insertion = ratio("deletion"), ratio("insertion")
-    if deletion is not None:
-        checks.append((f"α deletion AUC ≤ 0.7× random's ({deletion:.2f}×)", deletion <= 0.7))
-    if insertion is not None:
-        checks.append((f"α insertion AUC ≥ 1.3× random's ({insertion:.2f}×)", insertion >= 1.3))
+    for test, where in (("visual_segment_evidence", "per segment"), ("visual_evidence", "clip-level")):
+        deletion, insertion = ratio("deletion", test), ratio("insertion", test)
+        if deletion is not None:
+            checks.append((f"α deletion AUC ≤ 0.7× random's, {where} ({deletion:.2f}×)", deletion <= 0.7))
+        if insertion is not None:
+            checks.append((f"α insertion AUC ≥ 1.3× random's, {where} ({insertion:.2f}×)", insertion >= 1.3))
     step, gradcam = scores.get("step", {}).get("pointing"), scores.get("gradcam", {}).get("pointing")
     if step is not None and gradcam is not None and rnd.get("pointing") is not None:
         checks.append(("STEP pointing ≥ Grad-CAM's and ≥ 2× random", step >= gradcam and step >= 2 * rnd["pointing"]))

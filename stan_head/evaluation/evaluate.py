@@ -332,8 +332,10 @@ def _evaluate(cfg: EvaluateConfig, stack: contextlib.ExitStack) -> EvaluationSum
                              segment_s=float(store.card.segment.get("segment_s", 1.0)))
     paths = write_report(Path(cfg.out), report, overlays)
     headline: dict[str, float | None] = {}
-    # The "where" test of the headline: the visual evidence when it is informative, else the full head.
-    primary = next((x for x in ("visual_evidence", "visual_neutral_audio") if checks[x].informative), None)
+    # The "where" test of the headline: each segment's visual evidence when it is informative, else
+    # the clip's, else the full head.
+    primary = next((x for x in ("visual_segment_evidence", "visual_evidence", "visual_neutral_audio")
+                    if checks[x].informative), None)
     for name, s in scores.items():
         headline[f"{name}.pointing"] = s.pointing
         headline[f"{name}.temporal_pointing"] = s.temporal_pointing

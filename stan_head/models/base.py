@@ -71,6 +71,9 @@ class HeadOutput:
                      ``segment_head=True``, else None.
     visual_logits:   (B, K) class scores from the attended visual evidence alone (STAN's "where"
                      pathway), for the trainer's visual-evidence loss; None for heads without one.
+    segment_visual_logits: (B, T, K) the same evidence of each segment on its own, before the
+                     temporal pooling (``visual_logits`` pools these over t); for the per-segment
+                     "where" test; None for heads without a visual-evidence pathway.
     audio_logits:    (B, K) class scores from the audio alone (what is heard); None for heads
                      without an audio pathway of their own.
     region_presence: (B, T, K) for every segment and class, the largest probability the region
@@ -85,6 +88,7 @@ class HeadOutput:
     beta_v: torch.Tensor
     segment_logits: torch.Tensor | None = None
     visual_logits: torch.Tensor | None = None
+    segment_visual_logits: torch.Tensor | None = None
     audio_logits: torch.Tensor | None = None
     region_presence: torch.Tensor | None = None
 

@@ -15,7 +15,8 @@ sound whatever its size, position or drawing order, and a silent segment points 
 sound source is (q is the clip's). The neighbourhood pooling puts the peak on the middle of the
 blob of cells that see an object (the last feature maps of a CNN spread one object over 2-4 cells).
 When (vision): ṽ_t = proj_v(Σ_i α_{t,i} v_{t,i}), β^v = softmax_t(w_vᵀ tanh(U_v ṽ_t + U_c' ā)).
-Visual evidence: ℓ^v = Σ_t β^v_t Σ_i α_{t,i} W_r LN(v_{t,i}) (the attended cells' class scores).
+Visual evidence: ℓ^v = Σ_t β^v_t e_t, e_t = Σ_i α_{t,i} W_r LN(v_{t,i}) (the attended cells' class scores;
+e_t is ``HeadOutput.segment_visual_logits``).
 Logits: ℓ = ℓ^a + ℓ^v (a product of the two experts): the sound names its classes, the attended
 object decides between them. Optional per-segment head [ṽ_t ; a_t] -> K + 1 (background).
 
@@ -142,6 +143,7 @@ class STAN(Head):
             beta_v=beta_v,
             segment_logits=segment_logits,
             visual_logits=visual_logits,
+            segment_visual_logits=segment_evidence,
             audio_logits=audio_logits,
             region_presence=torch.softmax(region_logits, dim=-1).amax(dim=2),
         )

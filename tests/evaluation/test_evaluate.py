@@ -27,7 +27,8 @@ def test_evaluate_run_writes_a_complete_report(evaluation_run, tmp_path):
     assert report["scores"]["step"]["clips"] == 3 and report["scores"]["attention"]["clips"] == 6
     assert report["reliability_clips"] == 3
     checks = report["perturbation"]
-    assert list(checks) == ["visual_evidence", "visual_neutral_audio", "audio_segments"]  # STAN has visual logits
+    # STAN has visual-evidence logits, per segment and pooled
+    assert list(checks) == ["visual_segment_evidence", "visual_evidence", "visual_neutral_audio", "audio_segments"]
     assert report["neutral_reference"]["split"] == "train" and report["neutral_reference"]["clips"] > 0
     for test, c in checks.items():
         assert c["available"] and c["effect"] == pytest.approx(c["p_kept"] - c["p_deleted"])
@@ -80,7 +81,9 @@ def test_evaluate_run_on_a_head_without_visual_evidence(evaluation_run, tmp_path
     assert report["explainers"] == ["gradcam", "step", "random", "centre"]
     checks = report["perturbation"]
     assert checks["visual_evidence"]["available"] is False and "visual_logits" in checks["visual_evidence"]["note"]
-    assert "visual_evidence" not in report["scores"]["gradcam"]["curves"]
+    assert checks["visual_segment_evidence"]["available"] is False
+    assert "segment_visual_logits" in checks["visual_segment_evidence"]["note"]
+    assert not {"visual_evidence", "visual_segment_evidence"} & set(report["scores"]["gradcam"]["curves"])
     assert checks["visual_neutral_audio"]["available"] and checks["audio_segments"]["available"]
     assert report["scores"]["step"]["clips"] == 1
     md = (tmp_path / "report" / "report.md").read_text()

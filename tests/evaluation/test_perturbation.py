@@ -3,6 +3,9 @@
 * ``RegionHead`` reads its visual evidence from one cell of every segment (and the class from the
   audio too): an explanation that points at that cell makes the visual curves fall at once, a
   random one does not.
+* ``FindingHead`` pools the segments' evidence by its largest segment, as a sharp temporal
+  attention does: a map that is right in one segment only looks perfect to the clip-level test
+  and is caught by the per-segment one.
 * ``DeafHead`` never looks at the frames: deleting every visual cell leaves p(target) where it
   was, so both visual tests are flagged uninformative and report no AUC; its audio test is
   informative and ranks the right "when" first.
@@ -49,13 +52,29 @@ class RegionHead(nn.Module):
     def forward(self, visual, audio, segment_mask):
         b, t, h, w, _ = visual.shape
         m = segment_mask.float()
-        s = ((visual[:, :, R, S, :] @ self.p) * m).sum(dim=1) / m.sum(dim=1)  # (B,), over the valid segments
-        visual_logits = torch.stack([4.0 * s - 2.0, torch.zeros_like(s)], dim=1)
+        s_t = visual[:, :, R, S, :] @ self.p  # (B, T)
+        segment_visual_logits = torch.stack([4.0 * s_t - 2.0, torch.zeros_like(s_t)], dim=-1)  # (B, T, 2)
+        visual_logits = self.pool(segment_visual_logits, segment_mask)
         heard = ((audio @ self.q) * m).sum(dim=1) / m.sum(dim=1)
         logits = visual_logits + torch.stack([2.0 * heard, torch.zeros_like(heard)], dim=1)
         alpha = torch.full((b, t, h, w), 1.0 / (h * w))
         return HeadOutput(logits=logits, alpha=alpha, beta_a=_uniform_beta(segment_mask), beta_v=_uniform_beta(segment_mask),
-                          visual_logits=visual_logits)
+                          visual_logits=visual_logits, segment_visual_logits=segment_visual_logits)
+
+    @staticmethod
+    def pool(segment_logits: torch.Tensor, segment_mask: torch.Tensor) -> torch.Tensor:
+        """The mean over the valid segments (B, T, K) -> (B, K)."""
+        return torch.einsum("bt,btk->bk", _uniform_beta(segment_mask), segment_logits)
+
+
+class FindingHead(RegionHead):
+    """RegionHead whose clip-level evidence is its most confident valid segment's."""
+
+    @staticmethod
+    def pool(segment_logits: torch.Tensor, segment_mask: torch.Tensor) -> torch.Tensor:
+        margin = (segment_logits[..., 0] - segment_logits[..., 1]).masked_fill(~segment_mask, -torch.inf)
+        best = margin.argmax(dim=1)
+        return segment_logits[torch.arange(len(best)), best]
 
 
 class DeafHead(nn.Module):
@@ -137,8 +156,8 @@ def test_visual_curves_fall_first_for_the_cell_the_head_reads():
     head = RegionHead(p, q).eval()
     exps = _good_and_random(batch)
     curves = perturbation_curves(head, batch, batch.label, exps, reference,
-                                 ["visual_evidence", "visual_neutral_audio", "audio_segments"], steps=9)
-    for test in ("visual_evidence", "visual_neutral_audio"):
+                                 ["visual_segment_evidence", "visual_evidence", "visual_neutral_audio", "audio_segments"], steps=9)
+    for test in ("visual_segment_evidence", "visual_evidence", "visual_neutral_audio"):
         good, rnd = curves[test]["good"], curves[test]["random"]
         assert good.deletion.shape == (3, 10)
         # deleting the one cell per segment (fraction 1/9) takes the evidence away at once
@@ -153,13 +172,43 @@ def test_visual_curves_fall_first_for_the_cell_the_head_reads():
     assert np.allclose(curves["visual_evidence"]["good"].deletion, curves["visual_neutral_audio"]["good"].deletion)
 
 
+def test_a_map_right_in_one_segment_only_is_caught_by_the_per_segment_test():
+    batch, p, q, reference = _clips()
+    n = len(batch)
+    exps = _good_and_random(batch)
+    once = np.zeros((n, T, H, W))
+    once[:, 0, R, S] = 1.0  # the right cell first in segment 0 ...
+    once[:, 1:] = 1.0
+    once[:, 1:, R, S] = 0.0  # ... and last everywhere else
+    exps["once"] = Explanation(once, exps["good"].temporal)
+    curves = perturbation_curves(FindingHead(p, q).eval(), batch, batch.label, exps, reference,
+                                 ["visual_segment_evidence", "visual_evidence"], steps=9)
+    clip, seg = curves["visual_evidence"], curves["visual_segment_evidence"]
+    with torch.no_grad():
+        out = FindingHead(p, q)(batch.visual, batch.audio, batch.segment_mask)
+    p_full = torch.softmax(out.segment_visual_logits, dim=-1)[..., 0].numpy()  # (n, T)
+    # the clip's evidence is its best segment's, so the one right segment restores it
+    assert np.allclose(clip["once"].insertion[:, 1], p_full[:, 0], atol=1e-5) and (clip["once"].insertion[:, 1] > 0.7).all()
+    assert abs(clip["once"].insertion_auc.mean() - clip["good"].insertion_auc.mean()) < 0.05
+    # scored segment by segment, the first cell restores the evidence of segment 0 only
+    nothing = reference.visual.expand(1, T, H, W, C)  # every cell deleted
+    p_none = float(torch.softmax(FindingHead(p, q)(nothing, batch.audio[:1], batch.segment_mask[:1]).segment_visual_logits,
+                                 dim=-1)[0, 0, 0])
+    valid = batch.segment_mask.numpy()
+    expected = (p_full[:, 0] + p_none * (valid.sum(1) - 1)) / valid.sum(1)
+    assert np.allclose(seg["once"].insertion[:, 1], expected, atol=1e-5)
+    assert (seg["good"].insertion[:, 1] > 0.7).all() and (seg["once"].insertion[:, 1] < 0.5).all()
+    assert seg["good"].insertion_auc.mean() > seg["once"].insertion_auc.mean() + 0.2
+
+
 def test_a_head_that_ignores_vision_is_flagged_and_gets_no_visual_auc():
     batch, p, q, reference = _clips()
     head = DeafHead(q).eval()
     curves, checks = run_tests(head, batch, _good_and_random(batch), reference, pixel_space=False,
                                device=torch.device("cpu"), steps=9, batch_size=2)
     assert not checks["visual_evidence"].available and "visual_logits" in checks["visual_evidence"].note
-    assert "visual_evidence" not in curves
+    assert not checks["visual_segment_evidence"].available and "segment_visual_logits" in checks["visual_segment_evidence"].note
+    assert not {"visual_evidence", "visual_segment_evidence"} & set(curves)
     flat = checks["visual_neutral_audio"]
     assert flat.available and flat.informative is False and flat.effect == pytest.approx(0.0, abs=1e-6)
     assert "uninformative" in flat.note

@@ -105,10 +105,15 @@ def test_stan_has_a_visual_evidence_classifier_and_the_baselines_do_not():
     visual, audio, mask = _inputs()
     out = _head("stan")(visual, audio, mask)
     assert out.visual_logits is not None and out.visual_logits.shape == (B, K)
+    # per segment, the same evidence before β^v pools it over the valid segments
+    seg = out.segment_visual_logits
+    assert seg is not None and seg.shape == (B, visual.shape[1], K)
+    assert torch.allclose(torch.einsum("bt,btk->bk", out.beta_v, seg), out.visual_logits, atol=1e-5)
     # it sees vision only: the audio reaches it through the attention weights, not as a feature
     out.visual_logits.sum().backward()
     for name in ("late_fusion", "ave_att"):
-        assert _head(name)(visual, audio, mask).visual_logits is None
+        other = _head(name)(visual, audio, mask)
+        assert other.visual_logits is None and other.segment_visual_logits is None
 
 
 def test_the_registry_is_the_one_list_of_head_names():
