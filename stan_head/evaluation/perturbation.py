@@ -219,7 +219,7 @@ def perturbation_curves(
             m = mask_i.expand(n, -1)
             cols = []
             with torch.no_grad():
-                own = head(visual, a_i.expand(n, -1, -1), m) if {"evidence", "segment_evidence"} & set(scorers) else None
+                own = head(visual, a_i.expand(n, -1, -1), m) if EVIDENCE_FIELDS.keys() & set(scorers) else None
                 for s in scorers:
                     if s == "segment_evidence":
                         cols.append(_segment_probs(own.segment_visual_logits, m, tgt))  # type: ignore[union-attr]
