@@ -55,6 +55,13 @@ class TrainConfig(BaseModel):
     show in no cell of the clip. It makes every class be found by its own look, not as "the
     sound-alike that is not there" (heads without a region classifier ignore it).
 
+    ``audio_loss_weight`` (on by default) adds the cross-entropy of STAN's audio logits on their own
+    (``HeadOutput.audio_logits``). They are the query q that α is built from, and in the fused loss
+    they are trained only through ℓ = ℓ^a + ℓ^v: where the visual evidence decides a pair of sound-alike
+    classes, the audio is free to prefer one of the pair, and α then looks for the other class's
+    object in every clip of the one (DESIGN.md, "Audio loss"). Its own cross-entropy keeps q at what the
+    sound says (heads without audio logits ignore it).
+
     Training length. The region classifier that α is built from needs a few hundred optimiser steps:
     at the earlier default batch of 64, 150 training clips were 3 steps an epoch, 90 steps in 30 epochs,
     and α pointed 0.50 on a development set of our own, 0.68-0.70 after 270-300 steps (DESIGN.md,
@@ -96,6 +103,8 @@ class TrainConfig(BaseModel):
                                       "the region classifier α is built from)")
     absence_loss_weight: float = Field(5.0, ge=0, description="weight of STAN's absence loss (the classes the "
                                        "sound allows but the label rules out show in no cell)")
+    audio_loss_weight: float = Field(1.0, ge=0, description="weight of the cross-entropy of STAN's audio logits on "
+                                     "their own (keeps α's query q at what the sound says)")
     segment_loss_weight: float = Field(0.0, ge=0, description="weight of the per-segment event/background "
                                        "cross-entropy (needs --head-segment-head)")
     attention_entropy_weight: float = Field(0.0, ge=0, description="weight of α's mean entropy (sharpens α)")
@@ -213,6 +222,8 @@ def compute_loss(out: HeadOutput, label: torch.Tensor, segment_mask: torch.Tenso
     loss = F.cross_entropy(out.logits, label, label_smoothing=cfg.label_smoothing)
     if cfg.visual_loss_weight > 0 and out.visual_logits is not None:
         loss = loss + cfg.visual_loss_weight * F.cross_entropy(out.visual_logits, label, label_smoothing=cfg.label_smoothing)
+    if cfg.audio_loss_weight > 0 and out.audio_logits is not None:
+        loss = loss + cfg.audio_loss_weight * F.cross_entropy(out.audio_logits, label, label_smoothing=cfg.label_smoothing)
     if cfg.absence_loss_weight > 0 and out.region_presence is not None and out.audio_logits is not None:
         loss = loss + cfg.absence_loss_weight * absence_loss(out.region_presence, out.audio_logits, label, segment_mask)
     if cfg.segment_loss_weight > 0 and out.segment_logits is not None:

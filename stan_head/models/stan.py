@@ -22,6 +22,8 @@ object decides between them. Optional per-segment head [ṽ_t ; a_t] -> K + 1 (b
 
 The trainer's losses: cross-entropy of ℓ, plus ``visual_loss_weight`` × that of ℓ^v
 (``HeadOutput.visual_logits``), which trains the region classifier on the cells α picks, plus
+``audio_loss_weight`` × that of ℓ^a (q's own: through ℓ alone the audio may prefer one of a sound-alike
+pair wherever the visual evidence decides it, and α would then look for the other), plus
 ``absence_loss_weight`` × the absence loss on ``HeadOutput.region_presence`` = max_i p_{t,i}: a class
 the sound allows but the label rules out must show in no cell of the clip (see
 :func:`stan_head.train.absence_loss`). Without it the region classifier learns one member of a

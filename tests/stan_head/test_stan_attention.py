@@ -19,6 +19,7 @@ from features.store import FeatureStore
 from stan_head.checkpoint import load_run
 from stan_head.data import load_split
 from stan_head.models import HeadConfig, build_head
+from stan_head.models.base import HeadOutput
 from stan_head.models.stan import agreement, neighbourhood_kernel, pool_neighbourhood
 from stan_head.train import TrainConfig, absence_loss, compute_loss, train_head
 
@@ -172,6 +173,30 @@ def test_the_absence_loss_pushes_the_sound_alike_down_where_it_shows_and_is_off_
     assert lin_r.weight.grad[0, 0].item() > 0
     # ... and the audio is not asked to change
     assert all(p.grad is None or torch.all(p.grad == 0) for p in head.audio_classifier.parameters())
+
+
+def test_the_audio_loss_corrects_an_audio_preference_that_the_visual_evidence_hides():
+    # classes 0 and 1 share a sound; the audio prefers 0, the visual evidence says 1 (the label) clearly
+    audio_logits = torch.tensor([[3.0, 0.0, -5.0, -5.0]], requires_grad=True)
+    visual_logits = torch.tensor([[0.0, 6.0, -5.0, -5.0]])
+    label, mask = torch.tensor([1]), torch.ones(1, T, dtype=torch.bool)
+    fused_only = TrainConfig(store=Path("."), out=Path("."), visual_loss_weight=0.0, absence_loss_weight=0.0,
+                             audio_loss_weight=0.0)
+    grads = []
+    for config in (fused_only, fused_only.model_copy(update={"audio_loss_weight": 1.0})):
+        out = HeadOutput(logits=audio_logits + visual_logits, alpha=torch.full((1, T, H, W), 1.0 / (H * W)),
+                         beta_a=torch.full((1, T), 1.0 / T), beta_v=torch.full((1, T), 1.0 / T),
+                         visual_logits=visual_logits, audio_logits=audio_logits)
+        loss = compute_loss(out, label, mask, torch.zeros(1, T, dtype=torch.long), config)
+        (grad,) = torch.autograd.grad(loss, audio_logits)
+        grads.append(grad[0])
+    q = torch.softmax(audio_logits.detach(), -1)[0]
+    assert q[0] > 0.9  # α's query asks for class 0, which is not in view
+    # the fused loss is nearly met by the visual evidence: it barely asks the audio to change its mind
+    assert grads[0][0] - grads[0][1] < 0.1
+    # the audio loss adds its own cross-entropy's gradient, q − onehot(label): class 0 down, class 1 up
+    assert torch.allclose(grads[1] - grads[0], q - torch.nn.functional.one_hot(label, K)[0].float(), atol=1e-6)
+    assert grads[1][0] - grads[1][1] > 10 * (grads[0][0] - grads[0][1])
 
 
 def test_agreement_is_the_log_probability_that_heard_and_seen_classes_coincide():
