@@ -19,8 +19,9 @@ class SegmentSpec(BaseModel):
         num_segments: T, number of segments from the clip start.
         segment_s: length of one segment in seconds.
         frames_per_segment: F frames per segment, evenly spaced inside it (1 = the centre frame).
-        frame_size: S; decord resizes every frame to S × S pixels (320: a 10×10 map from a stride-32
-            CNN, where STAN's α localises far better than on 224's 7×7; docs/DESIGN.md "Frame size").
+        frame_size: S; decord resizes every frame to S × S pixels (448: a 14×14 map from a stride-32
+            CNN, where STAN's α finds small objects that 320's 10×10 and 224's 7×7 blur into their
+            surroundings; docs/DESIGN.md "Frame size").
         audio_rate: sample rate (Hz) of the mono audio returned per segment.
     """
 
@@ -29,7 +30,7 @@ class SegmentSpec(BaseModel):
     num_segments: int = Field(10, ge=1)
     segment_s: float = Field(1.0, gt=0)
     frames_per_segment: int = Field(1, ge=1)
-    frame_size: int = Field(320, ge=8)
+    frame_size: int = Field(448, ge=8)
     audio_rate: int = Field(16000, ge=1000)
 
     @property
