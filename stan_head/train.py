@@ -219,11 +219,14 @@ def absence_loss(presence: torch.Tensor, audio_logits: torch.Tensor, label: torc
 def compute_loss(out: HeadOutput, label: torch.Tensor, segment_mask: torch.Tensor, segment_label: torch.Tensor,
                  cfg: TrainConfig) -> torch.Tensor:
     """Video-level cross-entropy plus the configured auxiliary terms."""
-    loss = F.cross_entropy(out.logits, label, label_smoothing=cfg.label_smoothing)
+    def label_ce(logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, label, label_smoothing=cfg.label_smoothing)
+
+    loss = label_ce(out.logits)
     if cfg.visual_loss_weight > 0 and out.visual_logits is not None:
-        loss = loss + cfg.visual_loss_weight * F.cross_entropy(out.visual_logits, label, label_smoothing=cfg.label_smoothing)
+        loss = loss + cfg.visual_loss_weight * label_ce(out.visual_logits)
     if cfg.audio_loss_weight > 0 and out.audio_logits is not None:
-        loss = loss + cfg.audio_loss_weight * F.cross_entropy(out.audio_logits, label, label_smoothing=cfg.label_smoothing)
+        loss = loss + cfg.audio_loss_weight * label_ce(out.audio_logits)
     if cfg.absence_loss_weight > 0 and out.region_presence is not None and out.audio_logits is not None:
         loss = loss + cfg.absence_loss_weight * absence_loss(out.region_presence, out.audio_logits, label, segment_mask)
     if cfg.segment_loss_weight > 0 and out.segment_logits is not None:
