@@ -158,8 +158,8 @@ def acceptance(report: dict[str, Any]) -> str:
     """Issue 13's STAN acceptance on one report: accuracy ≥ 0.95, α pointing ≥ 0.85 and ≥ 2× centre, β^a ≥ 0.90;
     on the visual path α's deletion AUC ≤ 0.7× random's and insertion AUC ≥ 1.3× random's, on each test of
     the visual evidence the report has (per segment, ``visual_segment_evidence``, and pooled over the clip,
-    ``visual_evidence``); where STEP ran, STEP's pointing ≥ Grad-CAM's and ≥ 2× random's (on fewer clips:
-    the first ``--step-clips``)."""
+    ``visual_evidence``); where STEP ran, STEP's pointing ≥ Grad-CAM's and ≥ 2× random's, all three on STEP's
+    clips (the first ``--step-clips``: ``pointing_common``)."""
     scores = report.get("scores", {})
     att, centre, rnd = scores.get("attention", {}), scores.get("centre", {}), scores.get("random", {})
     acc, point, ctr, tp = report.get("accuracy"), att.get("pointing"), centre.get("pointing"), att.get("temporal_pointing")
@@ -181,9 +181,12 @@ def acceptance(report: dict[str, Any]) -> str:
             checks.append((f"α deletion AUC ≤ 0.7× random's, {where} ({deletion:.2f}×)", deletion <= 0.7))
         if insertion is not None:
             checks.append((f"α insertion AUC ≥ 1.3× random's, {where} ({insertion:.2f}×)", insertion >= 1.3))
-    step, gradcam = scores.get("step", {}).get("pointing"), scores.get("gradcam", {}).get("pointing")
-    if step is not None and gradcam is not None and rnd.get("pointing") is not None:
-        checks.append(("STEP pointing ≥ Grad-CAM's and ≥ 2× random", step >= gradcam and step >= 2 * rnd["pointing"]))
+    # STEP against Grad-CAM and random on the same clips (STEP's: the first --step-clips).
+    step, gradcam = scores.get("step", {}).get("pointing_common"), scores.get("gradcam", {}).get("pointing_common")
+    chance = rnd.get("pointing_common")
+    if step is not None and gradcam is not None and chance is not None:
+        checks.append((f"STEP pointing ≥ Grad-CAM's and ≥ 2× random on STEP's {report.get('reliability_clips')} clips "
+                       f"({step:.3f} vs {gradcam:.3f}, {chance:.3f})", step >= gradcam and step >= 2 * chance))
     return "; ".join(f"{name}: {'pass' if ok else 'FAIL'}" for name, ok in checks)
 
 

@@ -91,9 +91,9 @@ class EvaluateConfig(BaseModel):
             step per segment); a deleted unit becomes the train split's mean feature (the neutral reference).
         step_iterations: optimisation steps of STEP (the authors use ~1000).
         step_max_clips: STEP (slow) runs on the first this-many clips only; None = all.
-        step_score: which logits STEP's masks preserve: evidence (the head's visual-evidence logits),
-            neutral_audio (the final logits, audio at the train mean), full (the final logits), or auto
-            (evidence when the head has it, else neutral_audio).
+        step_score: what STEP's masks preserve (:data:`STEPScore`): segment_evidence (each segment's
+            visual evidence), evidence (the head's visual-evidence logits), neutral_audio (the final logits,
+            audio at the train mean), full (the final logits), or auto (the first the head has, in that order).
         overlays: clips shown in the overlay figure.
         seed: seed of the random baseline and of deletion tie-breaks.
     """
@@ -279,10 +279,14 @@ def _evaluate(cfg: EvaluateConfig, stack: contextlib.ExitStack) -> EvaluationSum
     for x, c in checks.items():
         logger.info("perturbation test %s: %s", x, c.note)
     scores: dict[str, ExplainerScores] = {}
+    common = min(len(exp.spatial) for exp in explanations.values())
+    shared = boxes.first(common)
     for name, exp in explanations.items():
         m = len(exp.spatial)
         scored = boxes.first(m)
         pg = pointing_game(exp.spatial, label[:m], scored.rows, scored.segments, scored.xyxy, centres=centres)
+        pg_common = pointing_game(exp.spatial[:common], label[:common], shared.rows, shared.segments, shared.xyxy,
+                                  centres=centres)
         tl = temporal_localisation(exp.temporal, segment_label[:m], segment_mask[:m], background)
         per_clip: dict[str, np.ndarray] = {
             "pointing": pg.per_clip(m),
@@ -300,6 +304,7 @@ def _evaluate(cfg: EvaluateConfig, stack: contextlib.ExitStack) -> EvaluationSum
             pointing=_nan_to_none(pg.accuracy),
             pointing_per_class={classes[k]: v for k, v in pg.per_class.items()},
             pointing_pairs=int(len(pg.hits)),
+            pointing_common=_nan_to_none(pg_common.accuracy),
             temporal_pointing=_nan_to_none(tl.pointing),
             temporal_auc=_nan_to_none(tl.roc_auc),
             temporal_clips=tl.scored,
@@ -311,7 +316,6 @@ def _evaluate(cfg: EvaluateConfig, stack: contextlib.ExitStack) -> EvaluationSum
         )
 
     # Reliability over the clips every explainer saw.
-    common = min(s.clips for s in scores.values())
     reliability: dict[str, float | None] = {}
     rand_idx = names.index("random")
     for metric, higher in METRIC_DIRECTIONS.items():

@@ -32,13 +32,19 @@ CURVES_PNG = "curves.png"
 OVERLAYS_PNG = "overlays.png"
 
 class ExplainerScores(BaseModel):
-    """Every figure of one explainer (None = could not be scored, e.g. no boxes)."""
+    """Every figure of one explainer (None = could not be scored, e.g. no boxes).
+
+    ``pointing`` is over the explainer's own clips (a slow one, STEP, sees only the first
+    ``step_max_clips``); ``pointing_common`` is over the clips every explainer saw
+    (``EvaluationReport.reliability_clips``), the figure to compare explainers by.
+    """
 
     name: str
     clips: int
     pointing: float | None
     pointing_per_class: dict[str, float]
     pointing_pairs: int
+    pointing_common: float | None = None
     temporal_pointing: float | None
     temporal_auc: float | None
     temporal_clips: int
@@ -112,13 +118,14 @@ def _markdown(report: EvaluationReport, figures: list[Path]) -> str:
         "",
         "## Where and when",
         "",
-        "| explainer | clips | pointing game ↑ | (clip, segment) pairs | temporal pointing ↑ | temporal ROC-AUC ↑ | clips scored for when |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| explainer | clips | pointing game ↑ | (clip, segment) pairs | pointing on the {report.reliability_clips} clips every "
+        "explainer saw ↑ | temporal pointing ↑ | temporal ROC-AUC ↑ | clips scored for when |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name in report.explainers:
         s = report.scores[name]
-        lines.append(f"| {name} | {s.clips} | {_fmt(s.pointing)} | {s.pointing_pairs} | {_fmt(s.temporal_pointing)} | "
-                     f"{_fmt(s.temporal_auc)} | {s.temporal_clips} |")
+        lines.append(f"| {name} | {s.clips} | {_fmt(s.pointing)} | {s.pointing_pairs} | {_fmt(s.pointing_common)} | "
+                     f"{_fmt(s.temporal_pointing)} | {_fmt(s.temporal_auc)} | {s.temporal_clips} |")
     lines += _perturbation_markdown(report)
     lines += ["", f"## Metric reliability α (over {report.reliability_clips} clips, {len(report.explainers)} explainers)", "",
               "1 = every clip ranks the explainers the same way; 0 = unrelated rankings. Clips are weighted by how badly "

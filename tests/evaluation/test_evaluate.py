@@ -26,6 +26,9 @@ def test_evaluate_run_writes_a_complete_report(evaluation_run, tmp_path):
     assert names == ["attention", "attention_v", "gradcam", "step", "random", "centre"]
     assert report["scores"]["step"]["clips"] == 3 and report["scores"]["attention"]["clips"] == 6
     assert report["reliability_clips"] == 3
+    # explainers are compared on the clips every one of them saw: STEP's own are those
+    assert report["scores"]["step"]["pointing_common"] == report["scores"]["step"]["pointing"]
+    assert all(0.0 <= s["pointing_common"] <= 1.0 for s in report["scores"].values())
     checks = report["perturbation"]
     # STAN has visual-evidence logits, per segment and pooled
     assert list(checks) == ["visual_segment_evidence", "visual_evidence", "visual_neutral_audio", "audio_segments"]

@@ -97,6 +97,43 @@ def test_step_explains_the_visual_evidence_of_a_head_that_decides_from_the_sound
         STEPFeatureExplainer(STEPConfig(iterations=1), score="neutral_audio").explain(head, batch, torch.tensor([0]))
 
 
+PLACES = [(1, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 5)]  # where segment t's object is (it moves), t = 0..5
+
+
+class TimeWeightedEvidenceHead(OneRegionHead):
+    """Sees the object of segment t at ``PLACES[t]`` (per-segment evidence e_t) but weights the segments
+    like a β^v that falls on one of them: its visual-evidence logits are segment 0's evidence alone, and
+    its final logits the sound's."""
+
+    def forward(self, visual, audio, segment_mask):
+        b, t, h, w, _ = visual.shape
+        evidence = torch.stack([visual[:, i, y, x, :] @ self.w + self.b for i, (y, x) in enumerate(PLACES)], dim=1)
+        beta_v = torch.zeros(b, t)
+        beta_v[:, 0] = 1.0
+        visual_logits = torch.einsum("bt,btk->bk", beta_v, evidence)
+        logits = torch.stack([audio[:, :, 0].mean(dim=1) * 8.0, torch.zeros(b)], dim=1) + 0.0 * visual_logits
+        alpha = torch.full((b, t, h, w), 1.0 / (h * w))
+        beta_a = segment_mask.float() / segment_mask.float().sum(dim=1, keepdim=True)
+        return HeadOutput(logits=logits, alpha=alpha, beta_a=beta_a, beta_v=beta_v, visual_logits=visual_logits,
+                          segment_visual_logits=evidence)
+
+
+def test_step_finds_the_object_in_every_segment_when_it_preserves_each_segments_evidence():
+    """score="auto" on a head with per-segment evidence preserves e_t averaged over the segments, so every
+    segment's mask is drawn by its own evidence, also where the head's temporal weights are 0."""
+    g = torch.Generator().manual_seed(5)
+    pattern = torch.randn(C, generator=g)
+    pattern = pattern / pattern.norm()
+    visual = 0.1 * torch.randn(1, T, H, W, C, generator=g)
+    for t, (y, x) in enumerate(PLACES):
+        visual[0, t, y, x] += 3 * pattern
+    batch = HeadBatch(["c0"], visual, torch.ones(1, T, 4), torch.ones(1, T, dtype=torch.bool))
+    head = TimeWeightedEvidenceHead(pattern).eval()
+    exp = STEPFeatureExplainer(STEPConfig(iterations=150, max_blur=7.0)).explain(head, batch, torch.tensor([0]))
+    peaks = [np.unravel_index(np.argmax(exp.spatial[0, t]), (H, W)) for t in range(T)]
+    assert peaks == PLACES
+
+
 def test_mask_grid_is_centred_on_the_frame():
     """The bumps sit symmetrically in the frame (an off-centre grid made every map lean to the top-left)."""
     gen = MaskGenerator((16, 16), step=1, sigma=11 / 7)
