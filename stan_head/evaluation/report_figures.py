@@ -85,17 +85,24 @@ def explainer_label(report: "EvaluationReport", name: str) -> str:
 
 # pointing ------------------------------------------------------------------------------------
 def build_pointing_figure(report: "EvaluationReport") -> Figure:
-    """Bars of the pointing game and of temporal pointing per explainer; "n/a" where a metric is None."""
+    """Bars of the pointing game and of temporal pointing per explainer; "n/a" where a metric is None.
+
+    Where a slow explainer (STEP) saw fewer clips than the others, a third bar gives every explainer's
+    pointing on the clips all of them saw (``pointing_common``): the bars to compare explainers by.
+    """
     names = report.explainers
-    metrics = [("pointing game (where: map vs. boxes)", "pointing", "tab:blue"),
-               ("temporal pointing (when: score vs. event segments)", "temporal_pointing", "tab:orange")]
+    metrics = [("pointing game (where: map vs. boxes)", "pointing", "tab:blue")]
+    if report.reliability_clips < report.clips:
+        metrics.append((f"pointing game on the {report.reliability_clips} clips every explainer saw (compare these)",
+                        "pointing_common", "tab:cyan"))
+    metrics.append(("temporal pointing (when: score vs. event segments)", "temporal_pointing", "tab:orange"))
     x = np.arange(len(names))
     fig = new_figure(max(5.5, 1.1 * len(names) + 2.5), 4.2)
     ax = fig.subplots()
-    width = 0.38
+    width = 0.76 / len(metrics)
     missing: set[str] = set()
     for k, (label, attr, colour) in enumerate(metrics):
-        pos = x + (k - 0.5) * width
+        pos = x + (k - (len(metrics) - 1) / 2) * width
         vals = [getattr(report.scores[n], attr) for n in names]
         heights = [0.0 if v is None else v for v in vals]
         bars = ax.bar(pos, heights, width, label=label, color=colour)

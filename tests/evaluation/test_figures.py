@@ -224,6 +224,19 @@ def test_pointing_chart_draws_n_a_not_zero_bars_when_there_are_no_boxes():
     _assert_readable(scored)
 
 
+def test_pointing_chart_adds_the_common_clips_bars_when_one_explainer_saw_fewer_clips():
+    """STEP on 3 of 6 clips: its pointing sits beside the others' pointing on the same 3 clips."""
+    report = _report(0.5)
+    report = report.model_copy(update={"clips": 6, "reliability_clips": 3, "scores": {
+        n: s.model_copy(update={"pointing_common": 0.25}) for n, s in report.scores.items()}})
+    ax = build_pointing_figure(report).axes[0]
+    assert len(ax.containers) == 3
+    assert [b.get_height() for b in ax.containers[1]] == [0.25] * 4
+    assert any("3 clips every explainer saw" in t.get_text() for t in ax.figure.legends[0].get_texts())
+    assert len(build_pointing_figure(_report(0.5)).axes[0].containers) == 2  # everyone saw every clip: no third bar
+    _assert_readable(ax.figure)
+
+
 def test_curves_figure_draws_a_column_per_test():
     fig = build_curves_figure(_report(0.5))
     titles = [ax.get_title() for ax in fig.axes]
