@@ -285,8 +285,8 @@ def _evaluate(cfg: EvaluateConfig, stack: contextlib.ExitStack) -> EvaluationSum
         m = len(exp.spatial)
         scored = boxes.first(m)
         pg = pointing_game(exp.spatial, label[:m], scored.rows, scored.segments, scored.xyxy, centres=centres)
-        pg_common = pointing_game(exp.spatial[:common], label[:common], shared.rows, shared.segments, shared.xyxy,
-                                  centres=centres)
+        pg_common = pg if m == common else pointing_game(exp.spatial[:common], label[:common], shared.rows,
+                                                         shared.segments, shared.xyxy, centres=centres)
         tl = temporal_localisation(exp.temporal, segment_label[:m], segment_mask[:m], background)
         per_clip: dict[str, np.ndarray] = {
             "pointing": pg.per_clip(m),

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from stan_head.batch import HeadBatch
 from stan_head.evaluation.step import STEPConfig, step_attribution
 from stan_head.models import HeadOutput
+from stan_head.models.base import masked_mean
 
 logger = logging.getLogger(__name__)
 
@@ -290,12 +291,10 @@ class STEPObjective:
         logits_of: ``(visual, audio, mask) -> (N, K)`` scores of the perturbed clips.
         reward: how :func:`~stan_head.evaluation.step.step_attribution` reads them (its ``STEPConfig.reward``):
             ``"log_prob"`` (logits: log-softmax taken there) or ``"score"`` (already log-probabilities).
-        score: the resolved :data:`STEPScore`.
     """
 
     logits_of: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     reward: Literal["log_prob", "score"]
-    score: str
 
     def config(self, cfg: STEPConfig) -> STEPConfig:
         """``cfg`` with the reward this objective needs (a ``"score"`` objective overrides ``cfg.reward``)."""
@@ -318,24 +317,23 @@ def step_objective(head: torch.nn.Module, score: str, audio_reference: torch.Ten
             if out is None:
                 raise ValueError("STEP score 'segment_evidence' needs a head with per-segment visual evidence "
                                  "(HeadOutput.segment_visual_logits)")
-            keep = mask.to(out.dtype).unsqueeze(-1)
-            return (F.log_softmax(out, dim=-1) * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
-        return STEPObjective(segment_evidence, "score", score)
+            return masked_mean(F.log_softmax(out, dim=-1), mask)
+        return STEPObjective(segment_evidence, "score")
     if score == "evidence":
         def evidence(visual: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             out = head(visual, audio, mask).visual_logits
             if out is None:
                 raise ValueError("STEP score 'evidence' needs a head with visual-evidence logits (HeadOutput.visual_logits)")
             return out
-        return STEPObjective(evidence, "log_prob", score)
+        return STEPObjective(evidence, "log_prob")
     if score == "neutral_audio":
         if audio_reference is None:
             raise ValueError("STEP score 'neutral_audio' needs an audio reference (the train split's mean audio feature)")
         ref = audio_reference.reshape(1, 1, -1)
         return STEPObjective(lambda visual, audio, mask: head(visual, ref.to(audio).expand_as(audio), mask).logits,
-                             "log_prob", score)
+                             "log_prob")
     if score == "full":
-        return STEPObjective(lambda visual, audio, mask: head(visual, audio, mask).logits, "log_prob", score)
+        return STEPObjective(lambda visual, audio, mask: head(visual, audio, mask).logits, "log_prob")
     raise ValueError(f"unknown STEP score {score!r}; use auto, segment_evidence, evidence, neutral_audio or full")
 
 
