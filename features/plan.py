@@ -31,7 +31,7 @@ from pipelines.segments import SegmentSpec
 
 __all__ = [
     "ExtractConfig", "ClipJob", "StorePlan", "plan_store", "compute_store_id", "default_batch_size",
-    "STORE_LAYOUT_VERSION", "CPU_BATCH_SIZE", "CUDA_BATCH_SIZE", "EXTRACT_PRESETS", "ExtractPreset",
+    "STORE_LAYOUT_VERSION", "CPU_BATCH_SIZE", "CPU_BATCH_PIXELS", "CUDA_BATCH_SIZE", "EXTRACT_PRESETS", "ExtractPreset",
 ]
 
 STORE_LAYOUT_VERSION = 1
@@ -40,6 +40,11 @@ STORE_LAYOUT_VERSION = 1
 #: per task; the batch-size sweep is in docs/BENCHMARKS.md, bench/extract_sweep.py), large on CUDA.
 CPU_BATCH_SIZE = 4
 CUDA_BATCH_SIZE = 64
+#: On the CPU a batch holds at most this many frame pixels (4 frames of 320 px): above it, the CNN's
+#: largest activations outgrow the 64 MiB heaps glibc gives each thread, and every batch maps them
+#: afresh (EfficientNet-Lite0 at 448 px, batch 4: 4 x 96 x 224 x 224 float32 is 77 MB; see
+#: :func:`default_batch_size`).
+CPU_BATCH_PIXELS = CPU_BATCH_SIZE * 320 * 320
 
 #: Named extraction protocols: the field values ``ExtractConfig(preset=NAME)`` starts from; fields given
 #: explicitly win (visual, audio and segment field by field). ``ave`` is AVE-ECCV18's (Tian et al. 2018):
@@ -82,7 +87,7 @@ class ExtractConfig(BaseModel):
         segment: the segmentation (T, seconds, frames per segment, frame size, audio rate).
         shard_size: clips per shard (= per Dask task).
         batch_size: frames per CNN forward (batched across clips); None = :func:`default_batch_size`
-            for the device (resolved by :func:`plan_store`, so the store-id has the number).
+            for the device and frame size (resolved by :func:`plan_store`, so the store-id has the number).
         torch_threads: torch intra-op threads per shard task (default 1). Fixed, not derived from the
             worker count: oneDNN's CPU convolutions round differently with different thread counts
             (float32 differences that change some float16 values), so it is part of the store-id.
@@ -184,10 +189,22 @@ class StorePlan(BaseModel):
         return shard_path(self.store_dir, shard, self.config.format)
 
 
-def default_batch_size(device: str) -> int:
-    """The batch size used when :attr:`ExtractConfig.batch_size` is None, for ``device``."""
+def default_batch_size(device: str, frame_size: int) -> int:
+    """The batch size used when :attr:`ExtractConfig.batch_size` is None, for ``device`` and frames of
+    ``frame_size`` px: 64 on CUDA; on the CPU 4, fewer where 4 frames exceed :data:`CPU_BATCH_PIXELS`
+    (2 at 448 px, the default frame size; 1 from 640 px).
+
+    Why fewer: shard tasks run in threads, and glibc serves a thread's blocks larger than its 64 MiB
+    heaps with a fresh ``mmap`` whatever :func:`features.malloc.raise_malloc_thresholds` sets, so the
+    pages are zeroed again by the kernel at every batch. At 448 px, two threads x 1 torch thread,
+    EfficientNet-Lite0 took 8.1-8.6 s for 80 frames each at batch 4 (3.4-3.7 s of it system CPU) and
+    6.3-6.8 s for 84 each at batch 2 (0.0-0.3 s system CPU); docs/BENCHMARKS.md, "CNN engine, batch
+    size, heap and threads".
+    """
     kind = resolve_device(device).type if device == "auto" else device.split(":")[0]
-    return CUDA_BATCH_SIZE if kind == "cuda" else CPU_BATCH_SIZE
+    if kind == "cuda":
+        return CUDA_BATCH_SIZE
+    return max(1, min(CPU_BATCH_SIZE, CPU_BATCH_PIXELS // (frame_size * frame_size)))
 
 
 def compute_store_id(fingerprint: str, cfg: ExtractConfig, visual_sha: str | None, audio_sha: str | None) -> str:
@@ -214,7 +231,7 @@ def plan_store(cfg: ExtractConfig) -> StorePlan:
     """
     t0 = time.perf_counter()
     if cfg.batch_size is None:
-        cfg = cfg.model_copy(update={"batch_size": default_batch_size(cfg.device)})
+        cfg = cfg.model_copy(update={"batch_size": default_batch_size(cfg.device, cfg.segment.frame_size)})
     ds = load_dataset(cfg.dataset_dir)
     visual_sha = weights_identity(cfg.visual)
     audio_sha = weights_identity(cfg.audio)

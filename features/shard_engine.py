@@ -40,7 +40,7 @@ from features.weights import WeightsError
 from pipelines.media import ClipDecoder, DecodedClip, MediaError
 from pipelines.segments import SegmentSpec
 
-__all__ = ["ShardResult", "extract_shard", "close_decoder"]
+__all__ = ["ShardResult", "extract_shard", "close_decoder", "load_models"]
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,14 @@ def _extractors(visual: VisualConfig, audio: AudioConfig, device: str, frame_siz
     its shard tasks; see :func:`_build_extractors`."""
     with _extractors_lock:
         return _build_extractors(visual, audio, device, frame_size, audio_rate, visual_sha, audio_sha, batch_size)
+
+
+def load_models(plan: StorePlan) -> tuple[Any, Any]:
+    """The plan's frozen (visual, audio) extractors in this process, built and warmed on the first call
+    (by one thread; the others wait) and shared by its shard tasks afterwards."""
+    cfg = plan.config
+    return _extractors(cfg.visual, cfg.audio, str(resolve_device(cfg.device)), cfg.segment.frame_size,
+                       cfg.segment.audio_rate, plan.visual_sha256, plan.audio_sha256, plan.batch_size)
 
 
 @functools.lru_cache(maxsize=2)
@@ -239,8 +247,7 @@ def _extract_shard(plan: StorePlan, shard: int, path: Path) -> ShardResult:
     worker.start()   # decoding starts while the models load
     try:
         t = time.perf_counter()
-        visual, audio = _extractors(cfg.visual, cfg.audio, str(device), spec.frame_size, spec.audio_rate,
-                                    plan.visual_sha256, plan.audio_sha256, plan.batch_size)
+        visual, audio = load_models(plan)
         t_models = time.perf_counter() - t
         batcher = _FrameBatcher(visual, plan.batch_size)
         while True:

@@ -35,13 +35,20 @@ from features.extractors.registry import VisualEngine
 from features.geometry import PADDED_STRIDE32
 from features.runtime import resolve_device
 
-__all__ = ["VisualExtractor", "AudioExtractor", "freeze_graph", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["VisualExtractor", "AudioExtractor", "freeze_graph", "TRACE_PROBE_SIDE", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 log = logging.getLogger(__name__)
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+#: The side of the black frame the frozen graph is traced on. The trace records the same operations at any
+#: frame and batch size, so the graph and its values are the same as one traced on the real frames
+#: (tests/features/test_throughput_fixed_costs.py); tracing runs the eager model once, and on a batch of
+#: 448-px frames that took 0.26 s more of the model load (0.90 s against 0.64 s, batch 2, one thread).
+TRACE_PROBE_SIDE = 64
 
 
 def freeze_graph(module: nn.Module, example: torch.Tensor, name: str = "module") -> torch.nn.Module:
@@ -143,26 +150,29 @@ class VisualExtractor:
         with torch.inference_mode():
             x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
             x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
-            y = self._inference_module(x)(x)
+            y = self._inference_module()(x)
             return y.permute(0, 2, 3, 1).float().cpu().contiguous()
 
     def warm_up(self, batch_size: int) -> None:
         """Build the inference module now and run it once on ``batch_size`` black frames, so that
         a caller's first real batch runs at speed (the graph build and oneDNN's first-call set-up are
-        one-off costs of the model load). The graph is the one a first real batch would build: the
-        trace records the same operations whatever the values and batch size
+        one-off costs of the model load). The graph is traced on a small probe, not on these frames:
+        the trace records the same operations whatever the values, batch and frame size
         (tests/features/test_throughput_fixed_costs.py)."""
         s = self.input_size
         self(torch.zeros(batch_size, s, s, 3, dtype=torch.uint8))
 
-    def _inference_module(self, example: torch.Tensor) -> Any:
-        """The module inference runs: the frozen graph on the CPU with engine "graph" (built on first use)."""
+    def _inference_module(self) -> Any:
+        """The module inference runs: the frozen graph on the CPU with engine "graph" (built on first use,
+        traced on one black frame of at most :data:`TRACE_PROBE_SIDE` px)."""
         if self.engine != "graph" or self.device.type != "cpu":
             return self.module
         if self._graph is None:
             with self._graph_lock:   # built once; calls from several threads then share it
                 if self._graph is None:
-                    self._graph = freeze_graph(self.module, example, self.name)
+                    side = min(self.input_size, TRACE_PROBE_SIDE)
+                    probe = torch.zeros(1, 3, side, side, device=self.device).contiguous(memory_format=torch.channels_last)
+                    self._graph = freeze_graph(self.module, probe, self.name)
                     log.debug("%s: built the frozen TorchScript graph", self.name)
         return self._graph
 

@@ -103,6 +103,11 @@ def test_store_id_depends_on_what_changes_values(tiny_dataset, tmp_path):
     auto = plan_store(_cfg(tiny_dataset, tmp_path, batch_size=None))
     assert auto.config.batch_size == 4
     assert auto.store_id == plan_store(_cfg(tiny_dataset, tmp_path, batch_size=4)).store_id != a.store_id
+    # ... and for the frame size on the CPU: fewer frames per batch where 4 would outgrow a thread's heap
+    large = plan_store(_cfg(tiny_dataset, tmp_path, batch_size=None, segment={**SEGMENT, "frame_size": 448}))
+    assert large.config.batch_size == 2
+    assert plan_store(_cfg(tiny_dataset, tmp_path, batch_size=None, device="cuda",
+                           segment={**SEGMENT, "frame_size": 448})).config.batch_size == 64
 
 
 def test_parquet_store_reads_back_the_same_tensors(reference, tiny_dataset, tmp_path):

@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from features.extractors.base import freeze_graph
+from features.extractors.registry import VISUAL_NAMES
 from features.extractors.efficientnet_lite0 import Lite0, build_lite0_classifier
 
 REPO = Path(__file__).resolve().parents[1].parent
@@ -68,20 +70,29 @@ def _decoded_frames(path, n: int, size: int) -> torch.Tensor:
     return torch.from_numpy(clip.frames[clip.segment_mask].reshape(-1, size, size, 3)[:n].copy())
 
 
-def test_warm_up_builds_the_graph_a_first_real_batch_would(media_files):
-    """The warm-up (black frames at the plan's batch size, in the model load) gives the same values as a
-    graph built by a first real batch of another size, at every batch size (issue 18.3)."""
+@pytest.mark.parametrize("name", VISUAL_NAMES)
+def test_the_graph_traced_on_the_small_probe_gives_the_values_of_one_traced_on_real_frames(media_files, name):
+    """The frozen graph is traced on one black frame of TRACE_PROBE_SIDE px, not on the first real batch: for
+    every registered CNN its values equal those of a graph traced on real frames of the full size, at every
+    batch size, and the warm-up builds it before the first real batch (issue 18.3)."""
     from features.extractors import VisualConfig, build_visual
+    from features.extractors.base import TRACE_PROBE_SIDE
 
     torch.set_num_threads(1)
-    frames = _decoded_frames(media_files.bigbuckbunny, 8, 64)
-    warmed = build_visual(VisualConfig(), input_size=64)
+    size = TRACE_PROBE_SIDE + 32   # the probe is smaller than the frames
+    frames = _decoded_frames(media_files.bigbuckbunny, 8, size)
+    weights = None if name == "efficientnet_lite0" else "random"
+    torch.manual_seed(0)   # the same random weights in both extractors
+    warmed = build_visual(VisualConfig(name=name, weights=weights), input_size=size)
+    torch.manual_seed(0)
+    reference = build_visual(VisualConfig(name=name, weights=weights), input_size=size)
     warmed.warm_up(4)
     assert warmed._graph is not None   # built in the warm-up, not by the first real batch
-    first_real = build_visual(VisualConfig(), input_size=64)
-    expected = {n: first_real(frames[:n]) for n in (3, 4, 1, 8)}   # its graph traced on 3 real frames
-    for n, want in expected.items():
-        assert torch.equal(warmed(frames[:n]), want), n
+    x = frames[:3].permute(0, 3, 1, 2).float().div(255.0)
+    x = ((x - reference._mean) / reference._std).contiguous(memory_format=torch.channels_last)
+    reference._graph = freeze_graph(reference.module, x, name)   # traced on 3 real frames of the full size
+    for n in (3, 4, 1, 8):
+        assert torch.equal(warmed(frames[:n]), reference(frames[:n])), n
 
 
 def test_the_model_is_built_and_warmed_once_per_process_and_shared_by_threads():
