@@ -196,10 +196,10 @@ def default_batch_size(device: str, frame_size: int) -> int:
 
     Why fewer: shard tasks run in threads, and glibc serves a thread's blocks larger than its 64 MiB
     heaps with a fresh ``mmap`` whatever :func:`features.malloc.raise_malloc_thresholds` sets, so the
-    pages are zeroed again by the kernel at every batch. At 448 px, two threads x 1 torch thread,
-    EfficientNet-Lite0 took 8.1-8.6 s for 80 frames each at batch 4 (3.4-3.7 s of it system CPU) and
-    6.3-6.8 s for 84 each at batch 2 (0.0-0.3 s system CPU); docs/BENCHMARKS.md, "CNN engine, batch
-    size, heap and threads".
+    pages are zeroed again by the kernel at every batch. At 448 px, two shard tasks in threads x 1 torch
+    thread, EfficientNet-Lite0 took 53.7 ms of wall time per frame at batch 4 (22.5 ms of system CPU per
+    frame) and 37.6 at batch 2 (0.5), 36.9 at batch 1 (``python bench/extract_sweep.py --frame-size 448``,
+    docs/BENCHMARKS.md, "CNN engine, batch size, heap and threads").
     """
     kind = resolve_device(device).type if device == "auto" else device.split(":")[0]
     if kind == "cuda":
