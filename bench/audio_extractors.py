@@ -165,11 +165,12 @@ def measure_costs(ds: Path, n: int, threads: int, repeats: int) -> dict[str, dic
     frames = np.concatenate([c.frames[np.asarray(c.segment_mask, bool)].reshape(-1, *c.frames.shape[-3:])
                              for c in clips])
     audio = [torch.from_numpy(np.ascontiguousarray(c.audio[np.asarray(c.segment_mask, bool)])) for c in clips]
-    batch = default_batch_size("cpu", SegmentSpec().frame_size)
+    frame_size = SegmentSpec().frame_size   # the frames decoded_clips gives
+    batch = default_batch_size("cpu", frame_size)
     out: dict[str, dict[str, float]] = {}
 
     t = time.perf_counter()
-    visual = build_visual(VisualConfig(), input_size=SegmentSpec().frame_size)
+    visual = build_visual(VisualConfig(), input_size=frame_size)
     load = time.perf_counter() - t
     frames_t = torch.from_numpy(frames)
 

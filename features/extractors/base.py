@@ -148,10 +148,15 @@ class VisualExtractor:
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"{self.name}: expected uint8 (N, S, S, 3) frames, got {frames.dtype} {tuple(frames.shape)}")
         with torch.inference_mode():
-            x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-            x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
+            x = self.model_input(frames)
             y = self._inference_module()(x)
             return y.permute(0, 2, 3, 1).float().cpu().contiguous()
+
+    def model_input(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (N, S, S, 3) RGB -> the CNN's input: normalised float (N, 3, S, S), channels-last, on
+        this extractor's device."""
+        x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        return ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
 
     def warm_up(self, batch_size: int) -> None:
         """Build the inference module now and run it once on ``batch_size`` black frames, so that

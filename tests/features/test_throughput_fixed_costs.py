@@ -86,9 +86,8 @@ def test_the_graph_traced_on_the_small_probe_gives_the_values_of_one_traced_on_r
     reference = build_visual(VisualConfig(name=name, weights=weights), input_size=size)
     warmed.warm_up(4)
     assert warmed._graph is not None   # built in the warm-up, not by the first real batch
-    x = frames[:3].permute(0, 3, 1, 2).float().div(255.0)
-    x = ((x - reference._mean) / reference._std).contiguous(memory_format=torch.channels_last)
-    reference._graph = freeze_graph(reference.module, x, name)   # traced on 3 real frames of the full size
+    with torch.inference_mode():   # traced on 3 real frames of the full size, as the CNN sees them
+        reference._graph = freeze_graph(reference.module, reference.model_input(frames[:3]), name)
     for n in (3, 4, 1, 8):
         assert torch.equal(warmed(frames[:n]), reference(frames[:n])), n
 
