@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 
@@ -69,6 +69,14 @@ class RunCard(BaseModel):
     best_epoch: int | None = None
     metrics: dict[str, float | int | None] = {}
     code_version: str = ""
+
+    @field_validator("head", mode="before")
+    @classmethod
+    def _single_pass_before_the_field(cls, head: Any) -> Any:
+        """A card written before ``attention_passes`` existed is a one-pass STAN's: load it as one."""
+        if isinstance(head, dict) and "attention_passes" not in head:
+            return {**head, "attention_passes": 1}
+        return head
 
     @classmethod
     def for_store(cls, head: HeadConfig, train_config: dict[str, Any], store: FeatureStore) -> "RunCard":

@@ -28,7 +28,10 @@ class HeadOptions(BaseModel):
     when the agreement is pooled over 3×3 neighbourhoods (0 = no pooling), and ``region_dropout`` is
     the dropout on each cell's normalised frozen feature in front of its region classifier (training
     only: the classifier that α is built from learns each class from the ~20 clips a small training
-    split has of it, weakly, and without it memorises clip-specific cells; DESIGN.md "STAN head").
+    split has of it, weakly, and without it memorises clip-specific cells; DESIGN.md "STAN head"), and
+    ``attention_passes`` how often α is computed: with the audio's class scores, then with the fused
+    ones of the pass before (1 = the single pass of earlier versions, which run cards without the
+    field were trained with and load with).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -45,6 +48,9 @@ class HeadOptions(BaseModel):
                                            "neighbours (c² the corners) when pooling the agreement; 0 = no pooling")
     region_dropout: float = Field(0.5, ge=0.0, lt=1.0, description="STAN: dropout on each cell's normalised "
                                   "frozen feature before the region classifier (training only)")
+    attention_passes: int = Field(2, ge=1, le=4, description="STAN: attention passes; the first asks where what is "
+                                  "heard shows, each later one where what is heard and seen so far (ℓ^a + ℓ^v) shows; "
+                                  "the last pass's α, β^v and ℓ^v are the head's")
 
 
 class HeadSizes(HeadOptions):

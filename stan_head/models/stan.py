@@ -14,6 +14,10 @@ classifier which cells show one of them; a silent distractor of another class di
 sound whatever its size, position or drawing order, and a silent segment points where the clip's
 sound source is (q is the clip's). The neighbourhood pooling puts the peak on the middle of the
 blob of cells that see an object (the last feature maps of a CNN spread one object over 2-4 cells).
+Where, again (``attention_passes`` P, default 2): each later pass asks the same question with the fused
+posterior of the pass before in place of the audio's, q' = softmax(ℓ^a + ℓ^v), so where the sound leaves a
+pair of classes open the clip's visual evidence so far narrows it (a brief look-alike of the other member of
+the pair loses α). The last pass's α, β^v, e_t and ℓ^v are the head's; the passes share every weight.
 When (vision): ṽ_t = proj_v(Σ_i α_{t,i} v_{t,i}), β^v = softmax_t(w_vᵀ tanh(U_v ṽ_t + U_c' ā)).
 Visual evidence: ℓ^v = Σ_t β^v_t e_t, e_t = Σ_i α_{t,i} W_r LN(v_{t,i}) (the attended cells' class scores;
 e_t is ``HeadOutput.segment_visual_logits``).
@@ -100,6 +104,23 @@ class STAN(Head):
         self.register_buffer("kernel", neighbourhood_kernel(config.attention_neighbourhood), persistent=False)
         self.segment_classifier = segment_classifier(config, 2 * d)
 
+    def _look(self, query: torch.Tensor, regions: torch.Tensor, region_logits: torch.Tensor,
+              segment_mask: torch.Tensor, ctx_a: torch.Tensor, tau: float, h: int, w: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One attention pass with class scores ``query`` (B,K): α (B,T,N), ṽ (B,T,d), β^v (B,T), e (B,T,K), ℓ^v (B,K)."""
+        n = h * w
+        score = agreement(query, region_logits)  # (B,T,N)
+        if self.config.attention_neighbourhood > 0:
+            score = pool_neighbourhood(score, self.kernel, h, w)
+        alpha = torch.softmax(score / tau, dim=-1)
+        alpha = torch.where(segment_mask.unsqueeze(-1), alpha, torch.full_like(alpha, 1.0 / n))
+        # When (vision) and the visual evidence. Pooling before projecting costs one d-wide projection per
+        # segment instead of one per cell.
+        v_att = self.drop(self.proj_v(torch.einsum("btn,btnc->btc", alpha, regions)))  # (B,T,d)
+        beta_v = masked_softmax(self.temporal_v(v_att, ctx_a), segment_mask, dim=-1)  # (B,T)
+        segment_evidence = torch.einsum("btn,btnk->btk", alpha, region_logits)  # (B,T,K)
+        return alpha, v_att, beta_v, segment_evidence, torch.einsum("bt,btk->bk", beta_v, segment_evidence)
+
     def forward(self, visual: torch.Tensor, audio: torch.Tensor, segment_mask: torch.Tensor,
                 attention_temperature: float | None = None) -> HeadOutput:
         """visual (B,T,H,W,Cv), audio (B,T,Ca), segment_mask bool (B,T) -> HeadOutput.
@@ -119,22 +140,16 @@ class STAN(Head):
         a = self.drop(a)
         audio_logits = self.audio_classifier(torch.einsum("bt,btd->bd", beta_a, a))  # (B,K)
 
-        # What each region shows, and where it agrees with the sound.
+        # What each region shows; where it agrees with what is heard (pass 1), then with what is heard and
+        # seen so far (passes 2..P): the query of each pass is the fused posterior ℓ^a + ℓ^v of the one before.
         norm, linear = self.region_classifier
         region_logits = linear(self.region_dropout(norm(regions)))  # (B,T,N,K)
-        score = agreement(audio_logits, region_logits)  # (B,T,N)
-        if self.config.attention_neighbourhood > 0:
-            score = pool_neighbourhood(score, self.kernel, h, w)
         tau = self.config.attention_temperature if attention_temperature is None else attention_temperature
-        alpha = torch.softmax(score / tau, dim=-1)
-        alpha = torch.where(segment_mask.unsqueeze(-1), alpha, torch.full_like(alpha, 1.0 / n))
-
-        # When (vision), visual evidence and the fused prediction. Pooling before projecting costs
-        # one d-wide projection per segment instead of one per cell.
-        v_att = self.drop(self.proj_v(torch.einsum("btn,btnc->btc", alpha, regions)))  # (B,T,d)
-        beta_v = masked_softmax(self.temporal_v(v_att, ctx_a), segment_mask, dim=-1)  # (B,T)
-        segment_evidence = torch.einsum("btn,btnk->btk", alpha, region_logits)  # (B,T,K)
-        visual_logits = torch.einsum("bt,btk->bk", beta_v, segment_evidence)
+        query = audio_logits
+        for _ in range(self.config.attention_passes):
+            alpha, v_att, beta_v, segment_evidence, visual_logits = self._look(
+                query, regions, region_logits, segment_mask, ctx_a, tau, h, w)
+            query = audio_logits + visual_logits
         segment_logits = None
         if self.segment_classifier is not None:
             segment_logits = self.segment_classifier(torch.cat([v_att, a], dim=-1))  # (B,T,K+1)

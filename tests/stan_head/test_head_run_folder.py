@@ -56,6 +56,22 @@ def test_resume_check_names_the_option_that_differs(tiny_store: Path, tmp_path: 
                                    tmp_path)
 
 
+def test_a_run_card_written_before_attention_passes_loads_as_the_one_pass_stan_it_trained(tiny_store: Path,
+                                                                                          tmp_path: Path):
+    import json
+
+    store = FeatureStore.open(tiny_store)
+    head = HeadConfig(model="stan", num_classes=len(store.card.classes), visual_dim=16, audio_dim=8)
+    assert head.attention_passes == 2  # what a new run gets
+    card = RunCard.for_store(head, {"lr": 1e-3}, store)
+    checkpoint.write_run_card(tmp_path, card)
+    assert checkpoint.read_run_card(tmp_path).head.attention_passes == 2
+    old = json.loads((tmp_path / checkpoint.RUN_CARD).read_text())
+    del old["head"]["attention_passes"]
+    (tmp_path / checkpoint.RUN_CARD).write_text(json.dumps(old))
+    assert checkpoint.read_run_card(tmp_path).head.attention_passes == 1
+
+
 def test_weights_of_another_head_version_are_refused_in_one_line(tmp_path: Path):
     """A run trained by an older STAN (other tensor names) or saved with other sizes: a ValueError naming
     the file and what differs, not torch's multi-line state-dict error."""

@@ -26,11 +26,11 @@ from stan_head.train import TrainConfig, absence_loss, compute_loss, train_head
 K, H, W, T = 4, 4, 5, 3
 
 
-def _known_head(neighbourhood: float = 0.0) -> torch.nn.Module:
+def _known_head(neighbourhood: float = 0.0, passes: int = 2) -> torch.nn.Module:
     """A STAN whose region classifier reads class k off channel k and whose audio classifier reads
-    the heard class off audio channel k (visual_dim = audio_dim = d_model = K, dropout off)."""
+    the heard class off audio channel k (visual_dim = audio_dim = d_model = K, dropout off; β^v uniform)."""
     cfg = HeadConfig(model="stan", num_classes=K, visual_dim=K, audio_dim=K, d_model=K, attn_dim=4,
-                     dropout=0.0, attention_neighbourhood=neighbourhood)
+                     dropout=0.0, attention_neighbourhood=neighbourhood, attention_passes=passes)
     head = build_head(cfg).eval()
     with torch.no_grad():
         for p in head.parameters():
@@ -88,6 +88,31 @@ def test_a_sound_shared_by_two_classes_points_at_the_one_that_is_visible_and_the
     heard_only = head.audio_classifier(head.proj_a(torch.zeros(1, K).index_fill_(1, torch.tensor([0, 1]), 1.0)))
     assert heard_only[0, 0].item() == pytest.approx(heard_only[0, 1].item())  # the sound cannot tell 0 from 1
     assert out.logits.argmax(-1).item() == 1  # the attended object can
+
+
+def test_the_second_pass_asks_with_what_is_heard_and_seen_and_drops_a_brief_sound_alike():
+    # The sound names classes 0 and 1 alike. A class-0 object is in view all clip long, a class-1 object
+    # only in segment 0. Asked with the sound alone, α in segment 0 cannot choose between them; the clip's
+    # visual evidence (class 0 in every segment) resolves the pair, and the second pass, asked with
+    # ℓ^a + ℓ^v, looks at the class-0 object there too.
+    visual = torch.zeros(1, T, H, W, K)
+    visual[0, :, 1, 1, 0] = 1.0
+    visual[0, 0, 3, 4, 1] = 1.0
+    audio = torch.zeros(1, T, K)
+    audio[0, :, [0, 1]] = 1.0
+    scene = (visual, audio, torch.ones(1, T, dtype=torch.bool))
+    with torch.no_grad():
+        one = _known_head(passes=1)(*scene)
+        two = _known_head(passes=2)(*scene)
+    assert _known_head().config.attention_passes == 2  # the default
+    first = one.alpha[0, 0, 1, 1] / one.alpha[0, 0, 3, 4]
+    second = two.alpha[0, 0, 1, 1] / two.alpha[0, 0, 3, 4]
+    assert 0.5 < first < 2.0, first
+    assert second > 10.0, second
+    assert one.logits.argmax(-1).item() == two.logits.argmax(-1).item() == 0
+    # where only the class-0 object shows, both passes look at it
+    for out in (one, two):
+        assert {divmod(int(i), W) for i in out.alpha[0, 1:].reshape(T - 1, -1).argmax(-1)} == {(1, 1)}
 
 
 def test_a_temperature_given_for_the_call_replaces_tau_and_none_keeps_it():
