@@ -51,6 +51,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TRACE_PROBE_SIDE = 64
 
 
+class _OneModule(nn.Module):
+    """``inner`` seen by the tracer as one module: every parameter and buffer of it registered here, under
+    flattened names, and ``inner`` kept out of the module tree.
+
+    Why: ``torch.jit.trace`` makes one ScriptModule for every submodule of what it traces (174 for
+    EfficientNet-Lite0), and that was most of the trace's time; the ops it records and the tensors they read are
+    the same objects either way, so the frozen graph and its values are too (tests/features/test_throughput_fixed_costs.py).
+    """
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "inner", inner)   # not a child: the tracer must not walk its tree
+        for i, tensor in enumerate([*inner.parameters(), *inner.buffers()]):
+            self.register_buffer(f"t{i}", tensor)   # the same tensor objects the inner modules read
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
 def freeze_graph(module: nn.Module, example: torch.Tensor, name: str = "module") -> torch.nn.Module:
     """A frozen, inference-optimised TorchScript graph of ``module`` traced on ``example`` (N, 3, S, S).
 
@@ -61,7 +80,7 @@ def freeze_graph(module: nn.Module, example: torch.Tensor, name: str = "module")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in torch 2.14, still supported
             with torch.inference_mode():
-                traced = torch.jit.trace(module, example, check_trace=False)
+                traced = torch.jit.trace(_OneModule(module), example, check_trace=False)
                 return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
     except Exception as exc:
         raise RuntimeError(

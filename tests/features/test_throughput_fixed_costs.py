@@ -92,6 +92,24 @@ def test_the_graph_traced_on_the_small_probe_gives_the_values_of_one_traced_on_r
         assert torch.equal(warmed(frames[:n]), reference(frames[:n])), n
 
 
+@pytest.mark.parametrize("name", VISUAL_NAMES)
+def test_the_graph_traced_as_one_module_gives_the_values_of_the_module_tree_traced(media_files, name):
+    """freeze_graph traces the CNN as one module holding all its tensors (one ScriptModule instead of one per
+    submodule, the trace's main cost): for every registered CNN the values equal those of the module tree
+    traced, frozen and optimised as it is (issue 18.3)."""
+    from features.extractors import VisualConfig, build_visual
+
+    torch.set_num_threads(1)
+    weights = None if name == "efficientnet_lite0" else "random"
+    ext = build_visual(VisualConfig(name=name, weights=weights), input_size=96)
+    x = ext.model_input(_decoded_frames(media_files.bigbuckbunny, 4, 96))
+    with torch.inference_mode():
+        tree = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(ext.module, x[:2], check_trace=False)))
+        one = freeze_graph(ext.module, x[:2], name)
+        for n in (1, 4):
+            assert torch.equal(one(x[:n]), tree(x[:n])), n
+
+
 def test_the_model_is_built_and_warmed_once_per_process_and_shared_by_threads():
     import threading
 
