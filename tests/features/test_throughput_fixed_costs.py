@@ -92,6 +92,7 @@ def test_the_graph_traced_on_the_small_probe_gives_the_values_of_one_traced_on_r
         assert torch.equal(warmed(frames[:n]), reference(frames[:n])), n
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")   # torch.jit is deprecated in torch 2.14, still supported
 @pytest.mark.parametrize("name", VISUAL_NAMES)
 def test_the_graph_traced_as_one_module_gives_the_values_of_the_module_tree_traced(media_files, name):
     """freeze_graph traces the CNN as one module holding all its tensors (one ScriptModule instead of one per
