@@ -52,8 +52,8 @@ TRACE_PROBE_SIDE = 64
 
 
 class _OneModule(nn.Module):
-    """``inner`` seen by the tracer as one module: every parameter and buffer of it registered here, under
-    flattened names, and ``inner`` kept out of the module tree.
+    """``inner`` seen by the tracer as one module: every parameter and buffer of it registered here (as
+    buffers ``t0``, ``t1``, ...), and ``inner`` kept out of the module tree.
 
     Why: ``torch.jit.trace`` makes one ScriptModule for every submodule of what it traces (174 for
     EfficientNet-Lite0), and that was most of the trace's time; the ops it records and the tensors they read are

@@ -58,8 +58,8 @@ def _scene(objects: dict[tuple[int, int], int], heard: list[int]) -> tuple[torch
 
 
 def _argmax_cell(alpha: torch.Tensor) -> set[tuple[int, int]]:
-    """The cell where α peaks, per segment (the same in every segment here)."""
-    flat = alpha[0].reshape(T, -1).argmax(-1)
+    """The cells where α (1, T', H, W) peaks, over its segments (the same in every segment here)."""
+    flat = alpha[0].reshape(alpha.shape[1], -1).argmax(-1)
     return {divmod(int(i), W) for i in flat}
 
 
@@ -112,7 +112,7 @@ def test_the_second_pass_asks_with_what_is_heard_and_seen_and_drops_a_brief_soun
     assert one.logits.argmax(-1).item() == two.logits.argmax(-1).item() == 0
     # where only the class-0 object shows, both passes look at it
     for out in (one, two):
-        assert {divmod(int(i), W) for i in out.alpha[0, 1:].reshape(T - 1, -1).argmax(-1)} == {(1, 1)}
+        assert _argmax_cell(out.alpha[:, 1:]) == {(1, 1)}
 
 
 def test_a_temperature_given_for_the_call_replaces_tau_and_none_keeps_it():
